@@ -1,0 +1,149 @@
+"""Vision Playground: command line and settings -> ``build_app(ctx)`` -> safe launch.
+
+Nothing heavy happens at import: models load on first use (or with ``--preload``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+try:  # ZeroGPU needs `spaces` imported before anything initialises CUDA; absent elsewhere.
+    import spaces  # type: ignore[import-not-found]  # noqa: F401
+except ImportError:
+    spaces = None
+
+ROOT = Path(__file__).resolve().parent
+ASSETS = ROOT / "assets"
+log = logging.getLogger("vision_playground")
+
+WEIGHTS = ("hub", "random", "tiny")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+MAX_FILE_SIZE = "20mb"
+QUEUE_SIZE = 16
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options; each has an environment variable for Spaces."""
+    p = argparse.ArgumentParser(prog="app.py", description="Vision Playground: try vision models on your image.")
+    p.add_argument(
+        "--weights",
+        choices=WEIGHTS,
+        default=os.environ.get("VP_WEIGHTS", "hub"),
+        help="hub: real checkpoints (default); random: real size, random weights, offline; "
+        "tiny: shrunken random models, offline (env VP_WEIGHTS)",
+    )
+    p.add_argument("--device", choices=DEVICES, default=os.environ.get("VP_DEVICE", "auto"), help="(env VP_DEVICE)")
+    p.add_argument(
+        "--host",
+        default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+        help="interface to listen on (env GRADIO_SERVER_NAME; Spaces sets 0.0.0.0)",
+    )
+    p.add_argument(
+        "--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")), help="(env GRADIO_SERVER_PORT)"
+    )
+    p.add_argument(
+        "--preload",
+        default=os.environ.get("VP_PRELOAD", ""),
+        help="comma-separated model keys to load before serving (env VP_PRELOAD)",
+    )
+    p.add_argument(
+        "--mcp",
+        action="store_true",
+        default=_env_flag("VP_MCP"),
+        help="also serve every tab as an MCP tool (needs the mcp extra; env VP_MCP=1)",
+    )
+    p.add_argument(
+        "--queue-size", type=int, default=int(os.environ.get("VP_QUEUE_SIZE", QUEUE_SIZE)), help="(env VP_QUEUE_SIZE)"
+    )
+    return p.parse_args(argv)
+
+
+def make_context(weights: str, device: str, budget_bytes: int | None = None) -> Any:
+    """Create the shared `AppContext` (resolves ``auto`` devices; loads nothing)."""
+    from model_loaders.context import AppContext
+    from model_loaders.device import resolve_device
+
+    return AppContext.create(weights, resolve_device(device), budget_bytes=budget_bytes)  # type: ignore[arg-type]
+
+
+def build_app(ctx: Any) -> Any:
+    """Build the Blocks from the ordered tab list in ``tabs.TABS``."""
+    import gradio as gr
+
+    import tabs
+
+    with gr.Blocks(title="Vision Playground", delete_cache=(1800, 3600)) as demo:
+        gr.Markdown(
+            "# Vision Playground\nTry today's best pre-trained vision models on your own image: "
+            "segment, depth, detect, ask, compare. Every tab is also an API endpoint."
+        )
+        if ctx.weights_warning:
+            gr.Markdown(f"**Running with {ctx.weights_warning}.**", elem_id="weights-warning")
+        for module_name in tabs.TABS:
+            module = importlib.import_module(module_name)
+            with gr.Tab(module.TITLE, id=module_name.rsplit(".", 1)[-1]):
+                module.build(ctx)
+    demo.queue(api_open=False, max_size=ctx.options.get("queue_size", QUEUE_SIZE), default_concurrency_limit=1)
+    return demo
+
+
+def launch_options(host: str = "127.0.0.1", port: int | None = None, mcp: bool = False) -> dict[str, Any]:
+    """The safe launch configuration (reference/reliability.md §5)."""
+    import gradio as gr
+
+    return {
+        "server_name": host,
+        "server_port": port,
+        "share": False,
+        "show_error": False,  # only gr.Error texts reach users; tracebacks stay in the log
+        "max_file_size": MAX_FILE_SIZE,
+        "allowed_paths": [str(ASSETS)],
+        "blocked_paths": [str(ROOT / ".env")],
+        "enable_monitoring": False,
+        "ssr_mode": False,
+        "mcp_server": mcp,
+        "state_session_capacity": 2000,
+        "footer_links": ["api", "gradio"],
+        "theme": gr.themes.Soft(),
+    }
+
+
+def preload(ctx: Any, keys: str) -> None:
+    """Load the given models before serving; a model that cannot load is logged, not fatal."""
+    from model_loaders.errors import ModelUnavailable
+
+    for key in filter(None, (k.strip() for k in keys.split(","))):
+        try:
+            with ctx.use(key):
+                log.info("preloaded %s", key)
+        except ModelUnavailable as exc:
+            log.warning("could not preload %s: %s", key, exc)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse options, build the app and serve it."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "False")
+    args = parse_args(argv)
+    ctx = make_context(args.weights, args.device)
+    ctx.options["queue_size"] = args.queue_size
+    preload(ctx, args.preload)
+    demo = build_app(ctx)
+    log.info("serving on http://%s:%s (weights=%s, device=%s)", args.host, args.port, args.weights, ctx.settings.device)
+    demo.launch(**launch_options(args.host, args.port, args.mcp))
+
+
+if __name__ == "__main__":
+    main()

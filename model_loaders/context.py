@@ -1,0 +1,106 @@
+"""`AppContext`: the settings and shared model cache that every tab receives in ``build(ctx)``."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from model_loaders.adapters import LoadSettings, availability, family_module
+from model_loaders.cache import ModelCache
+from model_loaders.errors import ModelUnavailable
+from model_loaders.registry import get_spec
+from model_loaders.results import Timings
+from model_loaders.specs import ModelSpec, WeightsMode
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    """Everything that changes a loaded object: model, revision, device, dtype, weights mode."""
+
+    key: str
+    revision: str | None
+    device: str
+    dtype: str
+    weights: WeightsMode
+
+    def __str__(self) -> str:
+        return self.key
+
+
+WEIGHTS_WARNING = {
+    "hub": "",
+    "random": "random weights: outputs are meaningless",
+    "tiny": "tiny random weights: outputs are meaningless",
+}
+
+
+@dataclass
+class AppContext:
+    """Process-wide settings plus the one shared model cache.
+
+    Attributes:
+        settings: weights mode and device.
+        cache: the shared `ModelCache`, keyed by `CacheKey`.
+        options: launch options shown in the status panel (queue size, file size cap).
+    """
+
+    settings: LoadSettings
+    cache: ModelCache = field(repr=False)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, weights: WeightsMode, device: str, budget_bytes: int | None = None, **options: Any) -> AppContext:
+        """Build a context with the real loader; ``device`` must already be resolved."""
+        from model_loaders.device import default_budget_bytes
+
+        settings = LoadSettings(weights=weights, device=device)
+        budget = budget_bytes if budget_bytes is not None else default_budget_bytes(device)
+
+        def load(ck: CacheKey) -> Any:
+            spec = get_spec(ck.key)
+            return family_module(spec).load(spec, settings)
+
+        def estimate(ck: CacheKey) -> int | None:
+            spec = get_spec(ck.key)
+            return spec.estimated_bytes(ck.dtype) if weights != "tiny" else None
+
+        cache = ModelCache(load, budget, estimate=estimate)  # type: ignore[arg-type]
+        return cls(settings=settings, cache=cache, options=options)
+
+    @property
+    def weights_warning(self) -> str:
+        """Label for every output in random/tiny mode; empty for real weights."""
+        return WEIGHTS_WARNING[self.settings.weights]
+
+    def cache_key(self, spec: ModelSpec) -> CacheKey:
+        """The cache key of ``spec`` under this context's settings."""
+        s = self.settings
+        return CacheKey(spec.key, spec.revision, s.device, s.dtype_name(spec), s.weights)
+
+    @contextlib.contextmanager
+    def use(self, key: str, timings: Timings | None = None) -> Iterator[Any]:
+        """Pin model ``key`` for one request (loading it once if needed).
+
+        Args:
+            key: registry key.
+            timings: if given, gets the model, device and weights mode, and ``load_ms`` for
+                the time spent getting the model (about 0 when it was already loaded).
+
+        Raises:
+            ModelUnavailable: unknown key, not runnable here, or failed to load.
+        """
+        spec = get_spec(key)
+        avail = availability(spec, self.settings.weights)
+        if not avail.ok:
+            raise ModelUnavailable(spec.key, avail.kind, avail.reason)  # type: ignore[arg-type]
+        start = time.perf_counter()
+        with self.cache.use(self.cache_key(spec)) as model:
+            if timings is not None:
+                timings.model = spec.key
+                timings.device = self.settings.device
+                timings.weights = self.settings.weights
+                timings.load_ms += (time.perf_counter() - start) * 1000.0
+            yield model

@@ -1,0 +1,10 @@
+"""UI only: one module per tab, each exposing ``TITLE`` and ``build(ctx)``.
+
+``TABS`` is the one ordered list of tabs; ``app.build_app`` renders them in this order.
+"""
+
+from __future__ import annotations
+
+TABS: tuple[str, ...] = (
+    "tabs.models",
+)

@@ -1,0 +1,62 @@
+"""Models tab: every registered model with its licence and whether it runs here, plus live status."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from model_loaders.catalog import COLUMNS, model_row
+from model_loaders.context import AppContext
+from model_loaders.registry import REGISTRY, get_spec
+from tabs._events import LIGHT_EVENT
+
+TITLE = "Models"
+
+
+def _mb(nbytes: int) -> str:
+    return f"{nbytes / 2**20:,.0f} MB"
+
+
+def status_markdown(ctx: AppContext) -> str:
+    """The live status panel: device, weights mode, loaded models and memory budget."""
+    s = ctx.settings
+    lines = [
+        f"**Device:** `{s.device}` · **Weights:** `{s.weights}`"
+        + (f" ({ctx.weights_warning})" if ctx.weights_warning else ""),
+        f"**Memory budget:** {_mb(ctx.cache.budget_bytes)} · **In use by models:** {_mb(ctx.cache.used_bytes())}",
+    ]
+    loaded = ctx.cache.snapshot()
+    if not loaded:
+        lines.append("**Loaded models:** none yet (models load on first use and stay cached).")
+    else:
+        lines.append("**Loaded models** (most recently used first):")
+        for info in loaded:
+            name = get_spec(str(info.key)).name
+            pin = " · in use" if info.pinned else ""
+            lines.append(f"- {name} (`{info.key}`): {_mb(info.nbytes)}, loaded in {info.load_s:.1f} s{pin}")
+    return "\n\n".join(lines)
+
+
+def table_rows(ctx: AppContext) -> list[list[str]]:
+    """One row per registered model, in registry order."""
+    return [list(model_row(spec, ctx.settings.weights).values()) for spec in REGISTRY.values()]
+
+
+def build(ctx: AppContext) -> None:
+    """Render the Models tab."""
+    gr.Markdown(
+        "Every model this app knows, with its licence, commercial-use terms and gating. "
+        "*Runs here* says whether it can run in this server now (code available, optional extra "
+        "installed, API key or HF token set)."
+    )
+    with gr.Row():
+        status = gr.Markdown(status_markdown(ctx), elem_id="model-status")
+        refresh = gr.Button("Refresh status", size="sm", scale=0)
+    gr.Dataframe(
+        value=table_rows(ctx),
+        headers=list(COLUMNS),
+        datatype=["markdown"] * len(COLUMNS),
+        interactive=False,
+        wrap=True,
+        elem_id="model-table",
+    )
+    refresh.click(lambda: status_markdown(ctx), None, status, api_name="status", **LIGHT_EVENT)
