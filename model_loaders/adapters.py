@@ -37,7 +37,7 @@ FAMILY_MODULES: dict[str, str | None] = {
 }
 
 NOT_RUN_HERE: dict[str, tuple[str, str]] = {
-    "cogvlm": ("needs remote code", "needs trust_remote_code=True, which this app never runs: not run locally."),
+    "cogvlm": ("needs remote code", "needs its own remote code (trust_remote_code), which this app never runs: not run locally."),
     "rfdetr_plus": (
         "not run here",
         "ships only in Roboflow's rfdetr-plus package under its Platform Model License: not run here.",

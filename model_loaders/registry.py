@@ -449,7 +449,7 @@ _SPECS: list[ModelSpec] = [
         commercial_note="Free for academic research; commercial use after registration.",
         paper="https://arxiv.org/abs/2311.03079",
         needs_remote_code=True,
-        notes="Needs remote code (trust_remote_code=True): not run locally by this app.",
+        notes="Needs remote code (trust_remote_code): not run locally by this app.",
     ),
     _spec(
         COGVLM2,
@@ -464,7 +464,7 @@ _SPECS: list[ModelSpec] = [
         commercial_note="CogVLM2 License plus the Llama 3 License (700M MAU limit).",
         paper="https://arxiv.org/abs/2408.16500",
         needs_remote_code=True,
-        notes="Needs remote code (trust_remote_code=True): not run locally by this app.",
+        notes="Needs remote code (trust_remote_code): not run locally by this app.",
     ),
 ]
 

@@ -39,7 +39,7 @@ class ModelSpec:
         extra: optional pip extra the family needs (``yolo``, ``gemini``), if any.
         extra_module: the importable module that proves the extra is installed.
         env_key: environment variable the model needs (an API key), if any.
-        needs_remote_code: the checkpoint only runs with ``trust_remote_code=True``,
+        needs_remote_code: the checkpoint only runs with remote code enabled,
             which this app never uses.
         cuda_dtype: dtype used on CUDA (CPU always uses float32).
         revision_note: why the revision is not a commit sha, if it is not.

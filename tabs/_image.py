@@ -26,7 +26,7 @@ from model_loaders.errors import InputError
 
 log = logging.getLogger(__name__)
 
-ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "MPO")  # MPO: phone JPEGs with depth/previews
+ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")  # JPEG also opens multi-picture (MPO) phone files
 MAX_PIXELS = 40_000_000
 MIN_SIDE = 16
 MAX_ASPECT = 20.0

@@ -57,6 +57,9 @@ def build(ctx: AppContext) -> None:
         datatype=["markdown"] * len(COLUMNS),
         interactive=False,
         wrap=True,
+        max_height=6000,  # all rows at once: the table is the page, and search finds rows
+        show_search="filter",
+        pinned_columns=1,
         elem_id="model-table",
     )
     refresh.click(lambda: status_markdown(ctx), None, status, api_name="status", **LIGHT_EVENT)
