@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import logging
 import os
 from pathlib import Path
@@ -137,6 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_AUTOINSTALL", "False")
     args = parse_args(argv)
+    if args.mcp and importlib.util.find_spec("mcp") is None:
+        raise SystemExit("--mcp needs the mcp extra: pip install 'vision-playground[mcp]'")
     ctx = make_context(args.weights, args.device)
     ctx.options["queue_size"] = args.queue_size
     preload(ctx, args.preload)
