@@ -8,6 +8,7 @@ text chunks as they come. It always ends: ``max_new_tokens`` and ``max_time`` bo
 from __future__ import annotations
 
 import logging
+import queue
 import re
 import threading
 import time
@@ -93,28 +94,63 @@ def stream_generate(
         Whatever ``generate`` raised in the worker thread, re-raised here.
     """
     import torch
-    from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+    from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+    from transformers.generation.streamers import BaseStreamer
 
     stats = stats if stats is not None else GenerationStats()
     stop_event = stop_event or threading.Event()
     max_new_tokens = int(min(max(1, max_new_tokens), MAX_NEW_TOKENS_CAP))
 
-    class _Counting(TextIteratorStreamer):
+    class _Streamer(BaseStreamer):
+        """Decodes all generated ids on every step and queues the new text.
+
+        Unlike ``TextIteratorStreamer`` it does not wait for a space, so answers made of
+        tokens without spaces (Florence-2 ``<loc_N>`` runs, JSON) still stream.
+        """
+
+        def __init__(self) -> None:
+            self.queue: queue.Queue[str | None] = queue.Queue()
+            self.ids: list[int] = []
+            self.sent = 0
+            self.prompt_seen = False
+
         def put(self, value: torch.Tensor) -> None:
-            if not (self.skip_prompt and self.next_tokens_are_prompt):
-                if stats.first_token_ms is None:
-                    stats.first_token_ms = (time.perf_counter() - start) * 1000.0
-                stats.tokens += int(value.numel())
-            super().put(value)
+            if not self.prompt_seen:  # the first put is the prompt (or decoder start ids)
+                self.prompt_seen = True
+                return
+            if stats.first_token_ms is None:
+                stats.first_token_ms = (time.perf_counter() - start) * 1000.0
+            new = value.reshape(-1).tolist()
+            stats.tokens += len(new)
+            self.ids.extend(new)
+            text = tokenizer.decode(self.ids, skip_special_tokens=skip_special_tokens)
+            if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
+                return
+            if len(text) > self.sent:
+                self.queue.put(text[self.sent :])
+                self.sent = len(text)
+
+        def end(self) -> None:
+            if self.ids:
+                text = tokenizer.decode(self.ids, skip_special_tokens=skip_special_tokens)
+                if len(text) > self.sent:
+                    self.queue.put(text[self.sent :])
+                    self.sent = len(text)
+            self.queue.put(None)
+
+        def __iter__(self) -> Iterator[str]:
+            while True:
+                item = self.queue.get(timeout=max_time + 60.0)
+                if item is None:
+                    return
+                yield item
 
     class _UserStop(StoppingCriteria):
         def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kw: Any) -> torch.BoolTensor:
             done = stop_event.is_set()
             return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
-    streamer = _Counting(
-        tokenizer, skip_prompt=True, skip_special_tokens=skip_special_tokens, timeout=max_time + 60.0
-    )
+    streamer = _Streamer()
     kwargs: dict[str, Any] = dict(inputs)
     kwargs.update(
         streamer=streamer,
@@ -144,20 +180,23 @@ def stream_generate(
     start = time.perf_counter()
     thread = threading.Thread(target=work, name="vlm-generate", daemon=True)
     thread.start()
+    finished = False
     try:
         for chunk in streamer:
             if chunk:
                 yield chunk
+        finished = True
     finally:
+        user_stopped = stop_event.is_set()
         # A consumer that stops early (closed generator, client gone) also stops the thread.
-        if thread.is_alive():
+        if not finished:
             stop_event.set()
         thread.join()
         stats.total_ms = (time.perf_counter() - start) * 1000.0
     if "error" in holder:
         raise holder["error"]
     stats.output_ids = holder.get("out")
-    if stop_event.is_set():
+    if user_stopped:
         stats.stopped = "user"
     elif stats.tokens >= max_new_tokens:
         stats.stopped = "max_new_tokens"

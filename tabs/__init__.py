@@ -6,5 +6,9 @@
 from __future__ import annotations
 
 TABS: tuple[str, ...] = (
+    "tabs.segment",
+    "tabs.depth",
+    "tabs.detect",
+    "tabs.ask",
     "tabs.models",
 )
