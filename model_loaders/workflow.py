@@ -1,0 +1,547 @@
+"""The workflow pipeline without models: merge -> crop -> ask -> validate -> rows -> export.
+
+Detect -> dynamic crop -> VLM -> validated JSON (the seed article's book inventory,
+generalised). The model calls are passed in as callables, so every step here is tested on
+hand-built inputs; ``model_loaders.runners`` supplies the real detector and VLM.
+
+A row's ``valid`` flag is the seed's ``error_status`` turned around: ``True`` when the VLM's
+answer parsed as JSON and matched the schema. The raw VLM text is always kept, valid or not.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from model_loaders.agreement import box_iou_matrix
+from model_loaders.errors import InputError
+
+log = logging.getLogger(__name__)
+
+MAX_SCHEMA_CHARS = 8_000
+MAX_FIELDS = 24
+MERGE_IOU = 0.5
+
+BOOK_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "title": {"type": "string", "description": "the book's title as printed"},
+        "author": {"type": "string", "description": "the author's name"},
+        "publisher": {"type": "string", "description": "the publisher, if visible"},
+    },
+    "required": ["title", "author", "publisher"],
+}
+
+SCHEMA_PRESETS: dict[str, dict[str, Any]] = {
+    "book": BOOK_SCHEMA,
+    "product": {
+        "type": "object",
+        "properties": {
+            "brand": {"type": "string"},
+            "product": {"type": "string"},
+            "colour": {"type": "string"},
+        },
+        "required": ["brand", "product"],
+    },
+    "sign": {
+        "type": "object",
+        "properties": {"text": {"type": "string"}, "language": {"type": "string"}},
+        "required": ["text"],
+    },
+}
+
+# Columns every exported row has; the schema's fields follow them (CSV) or sit under "fields" (JSON).
+BASE_COLUMNS: tuple[str, ...] = (
+    "index",
+    "class_name",
+    "confidence",
+    "x1",
+    "y1",
+    "x2",
+    "y2",
+    "crop_x1",
+    "crop_y1",
+    "crop_x2",
+    "crop_y2",
+    "valid",
+    "error",
+    "raw",
+)
+
+
+# --------------------------------------------------------------------------------------------
+# schema
+# --------------------------------------------------------------------------------------------
+
+
+def schema_json(schema: dict[str, Any]) -> str:
+    """Pretty JSON text of a schema (what the editable schema box shows)."""
+    return json.dumps(schema, indent=2, ensure_ascii=False)
+
+
+def parse_schema(text: Any) -> dict[str, Any]:
+    """Parse and check a user's JSON Schema for the VLM's answer.
+
+    The schema must be a valid JSON Schema for an object with named ``properties`` (those
+    become the table's columns).
+
+    Raises:
+        InputError: not JSON, not a valid JSON Schema, or not an object schema with properties.
+    """
+    import jsonschema
+
+    if not isinstance(text, str) or not text.strip():
+        raise InputError("Please enter a JSON Schema for the answer.")
+    if len(text) > MAX_SCHEMA_CHARS:
+        raise InputError(f"The schema is too long ({len(text):,} characters; max {MAX_SCHEMA_CHARS:,}).")
+    try:
+        schema = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"The schema is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}).") from None
+    if not isinstance(schema, dict):
+        raise InputError("The schema must be a JSON object.")
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise InputError(f"The schema is not a valid JSON Schema: {exc.message[:200]}") from None
+    props = schema.get("properties")
+    if schema.get("type") != "object" or not isinstance(props, dict) or not props:
+        raise InputError('The schema must describe an object with "properties" (they become the table columns).')
+    if len(props) > MAX_FIELDS:
+        raise InputError(f"The schema has {len(props)} properties; at most {MAX_FIELDS}.")
+    clash = sorted(set(props) & set(BASE_COLUMNS))
+    if clash:
+        raise InputError(f"Rename these properties (they clash with built-in columns): {', '.join(clash)}.")
+    return schema
+
+
+def field_names(schema: dict[str, Any]) -> list[str]:
+    """The schema's property names, in order."""
+    return [str(k) for k in schema.get("properties", {})]
+
+
+def build_prompt(schema: dict[str, Any]) -> str:
+    """The instruction sent with every crop: answer with one JSON object matching ``schema``."""
+    return (
+        "Read the object in this image and answer with only one JSON object, no prose, "
+        "matching this JSON Schema. Use an empty string for anything you cannot read.\n"
+        + json.dumps(schema, ensure_ascii=False)
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# parsing and validation of one answer
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParsedAnswer:
+    """One VLM answer checked against the schema.
+
+    Attributes:
+        fields: the parsed object (``{}`` when nothing parsed).
+        valid: parsed as JSON and matched the schema.
+        error: why it is invalid (empty when valid).
+    """
+
+    fields: dict[str, Any]
+    valid: bool
+    error: str = ""
+
+
+def _json_object(raw: str) -> tuple[dict[str, Any] | None, str]:
+    from model_loaders.grounding import extract_json_text  # reuse the Ask tab's fence/prose handling
+
+    snippet = extract_json_text(raw or "")
+    if snippet is None:
+        return None, "no JSON in the answer"
+    try:
+        obj, _ = json.JSONDecoder().raw_decode(snippet)
+    except json.JSONDecodeError as exc:
+        return None, f"answer is not valid JSON ({exc.msg})"
+    if isinstance(obj, list) and len(obj) == 1 and isinstance(obj[0], dict):
+        obj = obj[0]  # a one-element list around the object is a common VLM habit
+    if not isinstance(obj, dict):
+        return None, f"answer is JSON but not an object ({type(obj).__name__})"
+    return obj, ""
+
+
+def validate_fields(fields: dict[str, Any], schema: dict[str, Any]) -> str:
+    """The first schema violation of ``fields`` as short text, or ``""`` when they are valid."""
+    import jsonschema
+
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    errors = sorted(validator.iter_errors(fields), key=lambda e: list(e.path))
+    if not errors:
+        return ""
+    err = errors[0]
+    where = "/".join(str(p) for p in err.path)
+    return f"{where}: {err.message}"[:300] if where else err.message[:300]
+
+
+def parse_answer(raw: str, schema: dict[str, Any]) -> ParsedAnswer:
+    """Parse a VLM answer into fields and check them against ``schema`` (raw text untouched)."""
+    obj, error = _json_object(raw)
+    if obj is None:
+        return ParsedAnswer({}, False, error)
+    # Keep only the schema's fields for the table; extra keys are noted as an error if the
+    # schema forbids them (validation below sees the full object).
+    error = validate_fields(obj, schema)
+    names = field_names(schema)
+    fields = {k: obj[k] for k in names if k in obj}
+    return ParsedAnswer(fields, not error, error)
+
+
+# --------------------------------------------------------------------------------------------
+# merging and cropping
+# --------------------------------------------------------------------------------------------
+
+
+def merge_duplicates(det: Any, iou_threshold: float = MERGE_IOU) -> Any:
+    """Drop overlapping duplicates, class-agnostically, keeping the most confident box.
+
+    Greedy non-maximum suppression on IoU: boxes are taken by confidence (or in their order
+    when there is none) and a box overlapping a kept one at IoU >= ``iou_threshold`` is
+    dropped. Class-agnostic on purpose: one book detected as "book" and "notebook" is still
+    one crop, and every crop costs a VLM call.
+
+    Args:
+        det: ``supervision.Detections``.
+        iou_threshold: overlap at which two boxes are the same object.
+
+    Returns:
+        The kept detections, in descending confidence order.
+    """
+    n = len(det)
+    if n <= 1:
+        return det
+    order = np.argsort(-det.confidence, kind="stable") if det.confidence is not None else np.arange(n)
+    iou = box_iou_matrix(det.xyxy, det.xyxy)
+    keep: list[int] = []
+    for i in order:
+        if all(iou[i, j] < iou_threshold for j in keep):
+            keep.append(int(i))
+    return det[np.asarray(keep, dtype=int)]
+
+
+def padded_box(box: Sequence[float], padding: int, width: int, height: int) -> tuple[int, int, int, int]:
+    """``box`` (xyxy) grown by ``padding`` pixels on each side, rounded outwards, clipped to the image."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return (
+        max(0, int(np.floor(x1)) - padding),
+        max(0, int(np.floor(y1)) - padding),
+        min(width, int(np.ceil(x2)) + padding),
+        min(height, int(np.ceil(y2)) + padding),
+    )
+
+
+def crop(image: np.ndarray, box: Sequence[float], padding: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The crop of ``image`` (H, W, 3) for ``box`` plus ``padding``, and the crop's box.
+
+    Raises:
+        InputError: when the clipped box is empty (a box entirely outside the image).
+    """
+    h, w = image.shape[:2]
+    cb = padded_box(box, padding, w, h)
+    if cb[2] <= cb[0] or cb[3] <= cb[1]:
+        raise InputError(f"Box {tuple(round(float(v), 1) for v in box)} lies outside the image.")
+    return np.ascontiguousarray(image[cb[1] : cb[3], cb[0] : cb[2]]), cb
+
+
+# --------------------------------------------------------------------------------------------
+# rows
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ResultRow:
+    """One kept detection, its crop and what the VLM made of it.
+
+    Attributes:
+        index: position in the kept detections (0-based), stable across edits and re-runs.
+        box: detection box (x1, y1, x2, y2) in working-image pixels.
+        crop_box: the padded crop box, clipped to the image.
+        class_name: detector's class (or the open-vocabulary phrase).
+        confidence: detector's score (``None`` for VLM grounding, which has none).
+        fields: parsed (or user-corrected) fields.
+        valid: the answer matched the schema (re-checked after a user edit).
+        error: why it is invalid.
+        raw: the VLM's raw text, always kept.
+        edited: a user corrected a field.
+        crop: the crop pixels (not exported).
+    """
+
+    index: int
+    box: tuple[float, float, float, float]
+    crop_box: tuple[int, int, int, int]
+    class_name: str = ""
+    confidence: float | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+    valid: bool = False
+    error: str = ""
+    raw: str = ""
+    edited: bool = False
+    crop: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form (no pixels)."""
+        return {
+            "index": self.index,
+            "class_name": self.class_name,
+            "confidence": None if self.confidence is None else round(float(self.confidence), 4),
+            "box": [round(float(v), 2) for v in self.box],
+            "crop_box": [int(v) for v in self.crop_box],
+            "fields": copy.deepcopy(self.fields),
+            "valid": bool(self.valid),
+            "error": self.error,
+            "raw": self.raw,
+            "edited": bool(self.edited),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ResultRow:
+        """Inverse of `to_dict`."""
+        conf = d.get("confidence")
+        return cls(
+            index=int(d["index"]),
+            box=tuple(float(v) for v in d["box"]),  # type: ignore[arg-type]
+            crop_box=tuple(int(v) for v in d["crop_box"]),  # type: ignore[arg-type]
+            class_name=str(d.get("class_name", "")),
+            confidence=None if conf is None else float(conf),
+            fields=dict(d.get("fields") or {}),
+            valid=bool(d.get("valid", False)),
+            error=str(d.get("error", "")),
+            raw=str(d.get("raw", "")),
+            edited=bool(d.get("edited", False)),
+        )
+
+
+def ask_row(row: ResultRow, ask: Callable[[np.ndarray], str], schema: dict[str, Any]) -> ResultRow:
+    """Ask the VLM about ``row``'s crop and return the row with parsed fields (a new object)."""
+    if row.crop is None:
+        raise InputError(f"Row {row.index} has no crop to ask about; run the workflow again.")
+    raw = ask(row.crop)
+    parsed = parse_answer(raw, schema)
+    return ResultRow(
+        index=row.index,
+        box=row.box,
+        crop_box=row.crop_box,
+        class_name=row.class_name,
+        confidence=row.confidence,
+        fields=parsed.fields,
+        valid=parsed.valid,
+        error=parsed.error,
+        raw=raw,
+        crop=row.crop,
+    )
+
+
+def make_rows(image: np.ndarray, det: Any, padding: int) -> list[ResultRow]:
+    """One row (with its crop) per detection, before any VLM call."""
+    names = det.data.get("class_name") if hasattr(det, "data") else None
+    rows: list[ResultRow] = []
+    for i in range(len(det)):
+        box = tuple(float(v) for v in det.xyxy[i])
+        try:
+            pixels, cb = crop(image, box, padding)
+        except InputError:
+            log.info("skipping box %s outside the image", box)
+            continue
+        rows.append(
+            ResultRow(
+                index=len(rows),
+                box=box,  # type: ignore[arg-type]
+                crop_box=cb,
+                class_name="" if names is None else str(names[i]),
+                confidence=None if det.confidence is None else float(det.confidence[i]),
+                crop=pixels,
+            )
+        )
+    return rows
+
+
+def run_pipeline(
+    image: np.ndarray,
+    det: Any,
+    ask: Callable[[np.ndarray], str],
+    schema: dict[str, Any],
+    padding: int = 10,
+    merge_iou: float = MERGE_IOU,
+    max_crops: int = 32,
+) -> tuple[Any, list[ResultRow]]:
+    """Merge duplicates, crop, ask the VLM about each crop, validate.
+
+    Args:
+        image: (H, W, 3) RGB uint8 working image.
+        det: the detector's (already class-filtered) ``Detections``.
+        ask: ``ask(crop) -> raw text`` (the VLM, with the schema prompt baked in).
+        schema: checked JSON Schema (see `parse_schema`).
+        padding: pixels added around each box before cropping.
+        merge_iou: IoU at which two boxes are one object.
+        max_crops: most crops sent to the VLM (most confident first); each is one VLM call.
+
+    Returns:
+        ``(kept detections, rows)``: one row per kept detection.
+    """
+    kept = merge_duplicates(det, merge_iou)
+    if len(kept) > max_crops:
+        kept = kept[np.arange(max_crops)]
+    rows = make_rows(image, kept, padding)
+    return kept, [ask_row(r, ask, schema) for r in rows]
+
+
+# --------------------------------------------------------------------------------------------
+# table and exports
+# --------------------------------------------------------------------------------------------
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _uncell(text: Any, spec: dict[str, Any]) -> Any:
+    """A table/CSV cell back to the schema's type (strings stay strings)."""
+    text = "" if text is None else str(text)
+    kind = spec.get("type")
+    if kind == "string" or (isinstance(kind, list) and "string" in kind):
+        return text
+    if text == "":
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text  # left as typed; validation flags it
+
+
+def table_headers(schema: dict[str, Any]) -> list[str]:
+    """Columns of the results table shown in the UI."""
+    return ["#", "class", "box", *field_names(schema), "valid", "error", "raw VLM text"]
+
+
+def rows_to_table(rows: Sequence[ResultRow], schema: dict[str, Any]) -> list[list[Any]]:
+    """The results table: one list per row, field cells as text (editable)."""
+    out: list[list[Any]] = []
+    for r in rows:
+        box = ", ".join(f"{v:.0f}" for v in r.box)
+        cells = [_cell(r.fields.get(name)) for name in field_names(schema)]
+        flag = "yes" if r.valid else "no"
+        out.append([r.index, r.class_name, box, *cells, flag + (" (edited)" if r.edited else ""), r.error, r.raw])
+    return out
+
+
+def apply_table_edits(rows: Sequence[ResultRow], table: Sequence[Sequence[Any]], schema: dict[str, Any]) -> list[ResultRow]:
+    """Take corrected field cells from the table and re-validate the edited rows.
+
+    Only field columns are read; everything else (box, raw text) stays as the pipeline made
+    it, so a user cannot forge the raw answer. Rows are matched by their ``#`` column.
+    """
+    names = field_names(schema)
+    props = schema.get("properties", {})
+    out = [copy.copy(r) for r in rows]
+    pos = {r.index: i for i, r in enumerate(out)}
+    for line in table:
+        if not line:
+            continue
+        try:
+            idx = int(float(line[0]))
+        except (TypeError, ValueError):
+            continue
+        if idx not in pos:
+            continue
+        row = out[pos[idx]]
+        new: dict[str, Any] = {}
+        for k, name in enumerate(names):
+            cell = line[3 + k] if len(line) > 3 + k else ""
+            if cell is None or str(cell) == "":
+                # A blank cell cannot tell "" from "absent": keep what the VLM said, else absent.
+                if row.fields.get(name) == "":
+                    new[name] = ""
+                continue
+            new[name] = _uncell(cell, props.get(name, {}))
+        if _normalise(new) != _normalise(row.fields):
+            row.fields = new
+            row.error = validate_fields(new, schema)
+            row.valid = not row.error
+            row.edited = True
+    return out
+
+
+def _normalise(fields: dict[str, Any]) -> dict[str, str]:
+    return {k: _cell(v) for k, v in fields.items() if _cell(v) != ""}
+
+
+def rows_to_json(rows: Sequence[ResultRow], info: dict[str, Any] | None = None) -> str:
+    """Export rows (and run info: models, schema, timings) as JSON."""
+    return json.dumps({"info": info or {}, "rows": [r.to_dict() for r in rows]}, indent=2, ensure_ascii=False)
+
+
+def rows_from_json(text: str) -> list[ResultRow]:
+    """Import rows written by `rows_to_json` (crops are not stored, so ``crop`` is ``None``)."""
+    data = json.loads(text)
+    items = data["rows"] if isinstance(data, dict) else data
+    return [ResultRow.from_dict(d) for d in items]
+
+
+def rows_to_csv(rows: Sequence[ResultRow], schema: dict[str, Any]) -> str:
+    """Export rows as CSV: the base columns, then one column per schema field.
+
+    Non-string field values are written as JSON so they read back with their type.
+    """
+    names = field_names(schema)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow([*BASE_COLUMNS, "edited", *names])
+    for r in rows:
+        writer.writerow(
+            [
+                r.index,
+                r.class_name,
+                "" if r.confidence is None else f"{r.confidence:.4f}",
+                *(f"{v:.2f}" for v in r.box),
+                *r.crop_box,
+                "true" if r.valid else "false",
+                r.error,
+                r.raw,
+                "true" if r.edited else "false",
+                *(_cell(r.fields.get(n)) for n in names),
+            ]
+        )
+    return buf.getvalue()
+
+
+def rows_from_csv(text: str, schema: dict[str, Any]) -> list[ResultRow]:
+    """Import rows written by `rows_to_csv`; field cells are typed by the schema."""
+    props = schema.get("properties", {})
+    rows: list[ResultRow] = []
+    for d in csv.DictReader(io.StringIO(text)):
+        fields: dict[str, Any] = {}
+        for name in field_names(schema):
+            if name in d and d[name] != "":
+                fields[name] = _uncell(d[name], props.get(name, {}))
+        rows.append(
+            ResultRow(
+                index=int(d["index"]),
+                box=(float(d["x1"]), float(d["y1"]), float(d["x2"]), float(d["y2"])),
+                crop_box=(int(d["crop_x1"]), int(d["crop_y1"]), int(d["crop_x2"]), int(d["crop_y2"])),
+                class_name=d["class_name"],
+                confidence=float(d["confidence"]) if d["confidence"] else None,
+                fields=fields,
+                valid=d["valid"] == "true",
+                error=d["error"],
+                raw=d["raw"],
+                edited=d.get("edited") == "true",
+            )
+        )
+    return rows
