@@ -206,6 +206,8 @@ def encode_image(bundle: Sam2Bundle, image: np.ndarray, digest: str = "") -> Ima
     import torch
 
     start = time.perf_counter()
+    if not image.flags.writeable:  # decoded images are read-only; torch.from_numpy warns on those
+        image = image.copy()
     inputs = bundle.processor(images=image, return_tensors="pt")
     pixel_values = inputs["pixel_values"].to(bundle.device, dtype=bundle.model.dtype)
     with torch.inference_mode():

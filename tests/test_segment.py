@@ -1,0 +1,367 @@
+"""Segment tab (SAM 2.1, tiny random weights): the mechanics a user relies on.
+
+Random weights cannot segment meaningfully, so these tests check sizes, coordinate mapping,
+caching, history, exports, isolation between sessions and input validation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from model_loaders import sam2
+from tabs import segment as S
+
+KEY = "sam2.1-hiera-tiny"
+
+
+def _image(path: Path, size: tuple[int, int], seed: int = 0, exif_orientation: int | None = None) -> Path:
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    im = Image.fromarray(arr)
+    if exif_orientation is None:
+        im.save(path)
+    else:
+        exif = Image.Exif()
+        exif[0x0112] = exif_orientation
+        im.save(path, exif=exif, quality=80)
+    return path
+
+
+@pytest.fixture()
+def counted_encoder(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Count image-encoder runs (digests) by wrapping sam2.encode_image."""
+    calls: list[str] = []
+    real = sam2.encode_image
+
+    def counting(bundle: Any, image: np.ndarray, digest: str = "") -> Any:
+        calls.append(digest)
+        return real(bundle, image, digest)
+
+    monkeypatch.setattr(sam2, "encode_image", counting)
+    return calls
+
+
+# --- RLE ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "mask",
+    [
+        np.random.default_rng(1).random((37, 53)) > 0.5,
+        np.ones((5, 7), bool),
+        np.zeros((5, 7), bool),
+        np.pad(np.ones((3, 4), bool), ((10, 20), (30, 5))),
+        np.eye(40, 60, dtype=bool),
+    ],
+)
+def test_rle_round_trip(mask: np.ndarray) -> None:
+    rle = sam2.rle_encode(mask)
+    assert rle["size"] == list(mask.shape)
+    assert isinstance(rle["counts"], str)
+    back = sam2.rle_decode(json.loads(json.dumps(rle)))
+    assert back.shape == mask.shape and np.array_equal(back, mask)
+    # the uncompressed form decodes to the same mask and counts cover every pixel
+    counts = sam2.rle_counts(mask)
+    assert sum(counts) == mask.size
+    assert np.array_equal(sam2.rle_decode({"size": rle["size"], "counts": counts}), mask)
+
+
+def test_rle_matches_coco_conventions() -> None:
+    # 35 foreground pixels: counts [0, 35] (runs start with background), "0S1" as pycocotools writes it.
+    assert sam2.rle_counts(np.ones((5, 7), bool)) == [0, 35]
+    assert sam2.rle_encode(np.ones((5, 7), bool))["counts"] == "0S1"
+    # column-major order: a mask whose first column is set starts with a 0-run then the column.
+    m = np.zeros((4, 3), bool)
+    m[:, 0] = True
+    assert sam2.rle_counts(m) == [0, 4, 8]
+
+
+# --- session mechanics (handlers called directly) -----------------------------------------------
+
+
+def test_mask_size_is_original_after_exif_rotation_and_downscale(ctx: Any, tmp_path: Path) -> None:
+    # Stored 2600×1000 with EXIF orientation 6 (rotate 90°): the user sees 1000×2600, working 788×2048.
+    path = _image(tmp_path / "rotated.jpg", (2600, 1000), exif_orientation=6)
+    session = S.set_image(S.SegmentSession(), {"path": str(path)})
+    img = session.image
+    assert img is not None and img.original_size == (1000, 2600)
+    assert max(img.size) == 2048
+    S.click(ctx, session, 394, 1024, S.POINT_MODE, S.INCLUDE, KEY)
+    assert session.prediction is not None
+    assert session.prediction.masks.shape[1:] == (img.size[1], img.size[0])
+    mask_png, cut_png, coco = S.export(session)
+    assert Image.open(mask_png).size == (1000, 2600)
+    cut = Image.open(cut_png)
+    assert cut.size == (1000, 2600) and cut.mode == "RGBA"
+    doc = json.loads(Path(coco).read_text())
+    ann = doc["annotations"][0]
+    assert ann["segmentation"]["size"] == [2600, 1000]
+    assert sam2.rle_decode(ann["segmentation"]).shape == (2600, 1000)
+    # the click maps back to original pixels (working / scale)
+    (x, y) = ann["prompts"]["points"][0]
+    assert math.isclose(x, 394 / img.scale, abs_tol=0.01) and math.isclose(y, 1024 / img.scale, abs_tol=0.01)
+    assert math.isclose(y, 1300, abs_tol=1.0)
+    # the mask PNG and the JSON agree
+    assert np.array_equal(np.asarray(Image.open(mask_png)) > 0, sam2.rle_decode(ann["segmentation"]))
+
+
+def test_encoder_runs_once_per_image_and_model(ctx: Any, tmp_path: Path, counted_encoder: list[str]) -> None:
+    a = _image(tmp_path / "a.png", (320, 240), seed=1)
+    b = _image(tmp_path / "b.png", (300, 200), seed=2)
+    session = S.set_image(S.SegmentSession(), {"path": str(a)})
+    S.click(ctx, session, 10, 10, S.POINT_MODE, S.INCLUDE, KEY)
+    S.click(ctx, session, 50, 60, S.POINT_MODE, S.EXCLUDE, KEY)
+    S.click(ctx, session, 100, 100, S.POINT_MODE, S.INCLUDE, KEY)
+    assert len(counted_encoder) == 1
+    assert "cached" in session.timing and "Decode" in session.timing and "tiny random weights" in session.timing
+    S.undo(ctx, session, KEY)
+    S.redo(ctx, session, KEY)
+    assert len(counted_encoder) == 1
+    S.set_image(session, {"path": str(b)})
+    S.click(ctx, session, 20, 20, S.POINT_MODE, S.INCLUDE, KEY)
+    S.click(ctx, session, 30, 20, S.POINT_MODE, S.INCLUDE, KEY)
+    assert len(counted_encoder) == 2 and counted_encoder[0] != counted_encoder[1]
+    # another model needs its own embedding of the same image
+    S.click(ctx, session, 40, 20, S.POINT_MODE, S.INCLUDE, "sam2.1-hiera-small")
+    assert len(counted_encoder) == 3
+    # a second session never sees the first one's embeddings
+    other = S.set_image(S.SegmentSession(), {"path": str(b)})
+    S.click(ctx, other, 20, 20, S.POINT_MODE, S.INCLUDE, KEY)
+    assert len(counted_encoder) == 4
+
+
+def test_undo_redo_clear_restore_prompt_state(ctx: Any, tmp_path: Path) -> None:
+    session = S.set_image(S.SegmentSession(), {"path": str(_image(tmp_path / "a.png", (320, 240)))})
+    S.click(ctx, session, 10, 10, S.POINT_MODE, S.INCLUDE, KEY)
+    S.click(ctx, session, 50, 60, S.POINT_MODE, S.EXCLUDE, KEY)
+    S.click(ctx, session, 100, 20, S.BOX_MODE, S.INCLUDE, KEY)  # first corner
+    S.click(ctx, session, 20, 200, S.BOX_MODE, S.INCLUDE, KEY)  # opposite corner
+    full = session.state.prompts
+    assert full.points == ((10, 10), (50, 60)) and full.labels == (1, 0)
+    assert full.box == (20, 20, 100, 200) and full.corner is None
+    S.undo(ctx, session, KEY)
+    assert session.state.prompts.box is None and session.state.prompts.corner == (100, 20)
+    S.undo(ctx, session, KEY)
+    S.undo(ctx, session, KEY)
+    assert session.state.prompts.points == ((10, 10),) and session.prediction is not None
+    S.redo(ctx, session, KEY)
+    S.redo(ctx, session, KEY)
+    S.redo(ctx, session, KEY)
+    assert session.state.prompts == full
+    with pytest.raises(S.InputError, match="Nothing to redo"):
+        S.redo(ctx, session, KEY)
+    S.clear(session)
+    assert not session.state.prompts.ready and session.prediction is None
+    S.undo(ctx, session, KEY)
+    assert session.state.prompts == full and session.prediction is not None
+    # a new click after undo drops the redo branch
+    S.undo(ctx, session, KEY)
+    S.click(ctx, session, 5, 5, S.POINT_MODE, S.INCLUDE, KEY)
+    with pytest.raises(S.InputError, match="Nothing to redo"):
+        S.redo(ctx, session, KEY)
+
+
+def test_candidates_picker_and_new_object(ctx: Any, tmp_path: Path) -> None:
+    session = S.set_image(S.SegmentSession(), {"path": str(_image(tmp_path / "a.png", (320, 240)))})
+    S.click(ctx, session, 100, 100, S.POINT_MODE, S.INCLUDE, KEY)
+    pred = session.prediction
+    assert pred is not None and pred.masks.shape == (3, 240, 320) and pred.scores.shape == (3,)
+    assert session.selected == int(np.argmax(pred.scores))
+    out = S.render(ctx, session)
+    gallery, picker = out[2], out[3]
+    assert len(gallery) == 3 and all("IoU" in caption for _, caption in gallery)
+    assert picker["value"] == pred.best and len(picker["choices"]) == 3
+    session.choice = (pred.best + 1) % 3
+    S.new_object(session)
+    assert len(session.state.objects) == 1 and not session.state.prompts.ready
+    assert np.array_equal(session.state.objects[0].mask, pred.masks[(pred.best + 1) % 3])
+    S.click(ctx, session, 10, 10, S.BOX_MODE, S.INCLUDE, KEY)
+    S.click(ctx, session, 60, 80, S.BOX_MODE, S.INCLUDE, KEY)
+    _, _, coco = S.export(session)
+    anns = json.loads(Path(coco).read_text())["annotations"]
+    assert [a["prompts"]["points"] for a in anns] == [[[100.0, 100.0]], []]
+    assert anns[1]["prompts"]["box"] == [10.0, 10.0, 60.0, 80.0]
+    # canvas shows both objects; the cut-out is transparent outside the masks
+    canvas, cut = S.render(ctx, session)[1], S.render(ctx, session)[4]
+    assert canvas.shape == (240, 320, 3) and cut.shape == (240, 320, 4)
+    union = session.state.objects[0].mask | session.prediction.masks[session.selected]
+    assert np.array_equal(cut[..., 3] > 0, union)
+    S.undo(ctx, session, KEY)
+    S.undo(ctx, session, KEY)
+    S.undo(ctx, session, KEY)  # back before "New object"
+    assert session.state.objects == () and session.state.prompts.points == ((100, 100),)
+
+
+def test_session_bad_clicks(ctx: Any, tmp_path: Path) -> None:
+    empty = S.SegmentSession()
+    with pytest.raises(S.InputError, match="image first"):
+        S.click(ctx, empty, 10, 10, S.POINT_MODE, S.INCLUDE, KEY)
+    session = S.set_image(S.SegmentSession(), {"path": str(_image(tmp_path / "a.png", (320, 240)))})
+    with pytest.raises(S.InputError, match="outside the image"):
+        S.click(ctx, session, 400, 10, S.POINT_MODE, S.INCLUDE, KEY)
+    S.click(ctx, session, 10, 10, S.BOX_MODE, S.INCLUDE, KEY)
+    with pytest.raises(S.InputError, match="zero area"):
+        S.click(ctx, session, 10, 90, S.BOX_MODE, S.INCLUDE, KEY)
+    with pytest.raises(S.ModelUnavailable):
+        S.click(ctx, session, 10, 10, S.POINT_MODE, S.INCLUDE, "no-such-model")
+    assert session.state.prompts.points == ()  # failed clicks changed nothing
+    for i in range(sam2.MAX_POINTS):
+        S.click(ctx, session, i, i, S.POINT_MODE, S.INCLUDE, KEY)
+    with pytest.raises(S.InputError, match="Too many points"):
+        S.click(ctx, session, 1, 2, S.POINT_MODE, S.INCLUDE, KEY)
+
+
+def test_embedding_cache_is_bounded() -> None:
+    import torch
+
+    cache = sam2.EmbeddingCache(max_items=2, max_bytes=10 * 2**20)
+    mk = lambda d, n: sam2.ImageEmbedding(KEY, d, [torch.zeros(n)], (1, 1))
+    cache.put(mk("a", 10))
+    cache.put(mk("b", 10))
+    cache.put(mk("c", 10))
+    assert len(cache) == 2 and cache.get("a", KEY) is None and cache.get("c", KEY) is not None
+    cache.put(mk("big", 2 * 2**20))  # 8 MB
+    cache.put(mk("big2", 2 * 2**20))  # another 8 MB: over 10 MB, so the older ones go
+    assert len(cache) == 1 and cache.get("big2", KEY) is not None
+    assert cache.nbytes <= 10 * 2**20
+
+
+# --- through the server -----------------------------------------------------------------------
+
+
+def _segment(client: Any, image: Any, points: Any, labels: Any = None, box: Any = None, model: str = KEY) -> Any:
+    from gradio_client import handle_file
+
+    img = handle_file(str(image)) if image is not None else None
+    return client.predict(img, points, labels, box, model, True, api_name="/segment")
+
+
+def test_api_segment_returns_masks_at_original_size(client: Any, tmp_path: Path) -> None:
+    path = _image(tmp_path / "a.png", (400, 300))
+    result, overlay = _segment(client, path, [[100, 50], [300, 200]], [1, 0], [10, 10, 390, 290])
+    assert result["width"] == 400 and result["height"] == 300
+    assert len(result["masks"]) == 3 and len(result["scores"]) == 3
+    assert result["best"] == int(np.argmax(result["scores"]))
+    assert sam2.rle_decode(result["masks"][0]).shape == (300, 400)
+    assert "random weights" in result["weights_warning"]
+    assert Image.open(overlay).size == (400, 300)
+    info = client.view_api(print_info=False, return_format="dict")
+    assert "/segment" in info["named_endpoints"]
+
+
+BAD_INPUTS = [
+    ("no image", {"image": None, "points": [[1, 1]]}, "image"),
+    ("point outside", {"points": [[500, 10]]}, "outside the image"),
+    # JSON has no NaN; clients send it as JSON text (Python's json reads NaN / Infinity).
+    ("nan", {"points": "[[NaN, 10]]", "labels": [1]}, "finite"),
+    ("inf", {"points": "[[10, Infinity]]", "labels": [1]}, "finite"),
+    ("-inf", {"points": "[[-Infinity, 10]]", "labels": [1]}, "finite"),
+    ("nothing", {"points": [], "labels": []}, "at least one point or a box"),
+    ("too many", {"points": [[1, 1]] * 65, "labels": [1] * 65}, "Too many points"),
+    ("box reversed", {"points": [], "labels": [], "box": [100, 10, 50, 80]}, "x2 ≥ x1"),
+    ("box zero area", {"points": [], "labels": [], "box": [10, 10, 10, 80]}, "zero area"),
+    ("box nan", {"points": [], "labels": [], "box": "[10, 10, NaN, 80]"}, "finite"),
+    ("unknown model", {"points": [[1, 1]], "model": "sam9-giant"}, "nknown model"),
+    ("bad label", {"points": [[1, 1]], "labels": [2]}, "1 (include) or 0 (exclude)"),
+    ("label count", {"points": [[1, 1], [2, 2]], "labels": [1]}, "one label per point"),
+    ("not pairs", {"points": [[1, 2, 3]]}, "[x, y] pairs"),
+]
+
+
+def test_api_bad_inputs_give_short_messages(client: Any, tmp_path: Path) -> None:
+    from gradio_client.exceptions import AppError
+
+    path = _image(tmp_path / "a.png", (400, 300))
+    for name, kwargs, expected in BAD_INPUTS:
+        args = {"image": path, "labels": None, "box": None, "model": KEY, **kwargs}
+        if args["labels"] is None and "labels" not in kwargs:
+            args["labels"] = [1] * len(args["points"])
+        with pytest.raises(AppError) as info:
+            _segment(client, args["image"], args["points"], args["labels"], args["box"], args["model"])
+        message = str(info.value)
+        assert expected in message, (name, message)
+        assert len(message) < 200 and "Traceback" not in message, (name, message)
+    # the server is healthy: the next request works
+    result, _ = _segment(client, path, [[10, 10]], [1])
+    assert len(result["masks"]) == 3
+
+
+def test_ui_click_without_image(client: Any) -> None:
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="image first"):
+        client.predict(10, 10, S.POINT_MODE, S.INCLUDE, KEY, api_name="/segment_click")
+
+
+def test_two_sessions_at_once_get_their_own_masks(app_url: str, tmp_path: Path) -> None:
+    from gradio_client import Client, handle_file
+
+    images = {
+        "a": _image(tmp_path / "a.png", (320, 200), seed=1),
+        "b": _image(tmp_path / "b.png", (180, 260), seed=2),
+    }
+    results: dict[str, Any] = {}
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(2)
+
+    def user(name: str) -> None:
+        try:
+            c = Client(app_url, verbose=False)
+            try:
+                c.predict(handle_file(str(images[name])), api_name="/segment_image")
+                barrier.wait(timeout=60)
+                for x, y in ((15, 15), (40, 30), (60, 90)):
+                    c.predict(x, y, S.POINT_MODE, S.INCLUDE, KEY, api_name="/segment_click")
+                files = c.predict(api_name="/segment_export")
+                stateless = c.predict(
+                    handle_file(str(images[name])), [[5, 5]], [1], None, KEY, True, api_name="/segment"
+                )
+                results[name] = (files, stateless[0])
+            finally:
+                c.close()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=user, args=(n,)) for n in images]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=150)
+    assert not errors, errors
+    for name, path in images.items():
+        files, stateless = results[name]
+        size = Image.open(path).size
+        by_name = {Path(f).name: f for f in files}
+        assert Image.open(by_name["mask.png"]).size == size
+        doc = json.loads(Path(by_name["objects_coco_rle.json"]).read_text())
+        assert doc["images"][0]["width"] == size[0] and doc["images"][0]["height"] == size[1]
+        assert [p for a in doc["annotations"] for p in a["prompts"]["points"]] == [[15, 15], [40, 30], [60, 90]]
+        assert (stateless["width"], stateless["height"]) == size
+
+
+def test_browser_click_shows_overlay_and_score(page: Any, app_url: str, artifacts: Path) -> None:
+    page.goto(app_url)
+    page.get_by_role("tab", name="Segment").click()
+    # pick the first example image (cat.jpg)
+    page.locator("#segment-examples .gallery-item").first.click()
+    canvas_img = page.locator("#segment-canvas img")
+    canvas_img.wait_for(state="visible")
+    box = canvas_img.bounding_box()
+    assert box is not None and box["width"] > 50
+    page.mouse.click(box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.4)
+    timing = page.locator("#segment-timing")
+    timing.get_by_text("Decode").wait_for()
+    assert "sam2.1-hiera-tiny" in timing.inner_text() and "random weights" in timing.inner_text()
+    page.locator("#segment-candidates").get_by_text("IoU").first.wait_for()
+    page.locator("#segment-picker").get_by_text("IoU").first.wait_for()
+    summary = page.locator("#segment-summary").inner_text()
+    assert "1 point(s)" in summary
+    page.screenshot(path=str(artifacts / "segment.png"), full_page=True)
