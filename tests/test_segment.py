@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from model_loaders import sam2
+from model_loaders.errors import ModelUnavailable
 from tabs import segment as S
 
 KEY = "sam2.1-hiera-tiny"
@@ -210,7 +211,7 @@ def test_session_bad_clicks(ctx: Any, tmp_path: Path) -> None:
     S.click(ctx, session, 10, 10, S.BOX_MODE, S.INCLUDE, KEY)
     with pytest.raises(S.InputError, match="zero area"):
         S.click(ctx, session, 10, 90, S.BOX_MODE, S.INCLUDE, KEY)
-    with pytest.raises(S.ModelUnavailable):
+    with pytest.raises(ModelUnavailable):
         S.click(ctx, session, 10, 10, S.POINT_MODE, S.INCLUDE, "no-such-model")
     assert session.state.prompts.points == ()  # failed clicks changed nothing
     for i in range(sam2.MAX_POINTS):
