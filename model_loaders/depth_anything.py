@@ -66,12 +66,12 @@ _ARCH: dict[str, dict[str, Any]] = {
 }
 
 # registry key -> (architecture size, metric max depth in metres or None for relative).
-MODELS: dict[str, tuple[str, float | None]] = {
+MODELS: dict[str, tuple[str, int | None]] = {
     "depth-anything-v2-small": ("small", None),
     "depth-anything-v2-base": ("base", None),
     "depth-anything-v2-large": ("large", None),
-    "depth-anything-v2-metric-indoor-small": ("small", 20.0),
-    "depth-anything-v2-metric-outdoor-small": ("small", 80.0),
+    "depth-anything-v2-metric-indoor-small": ("small", 20),
+    "depth-anything-v2-metric-outdoor-small": ("small", 80),
 }
 
 INPUT_SIZE = 518  # the checkpoints' processor size (short side fitted, multiple of 14)
@@ -102,7 +102,7 @@ class DepthBundle:
     dtype: Any
 
 
-def build_config(size: str, max_depth: float | None) -> Any:
+def build_config(size: str, max_depth: int | None) -> Any:
     """The `DepthAnythingConfig` of one architecture size (``small``/``base``/``large``/``tiny``).
 
     Args:
@@ -218,6 +218,8 @@ def estimate_depth(bundle: DepthBundle, image_rgb: np.ndarray, timings: Timings 
     timings = timings if timings is not None else Timings()
     h, w = image_rgb.shape[:2]
     with timings.stage("preprocess"):
+        if not image_rgb.flags.writeable:  # torch.from_numpy warns on read-only arrays
+            image_rgb = image_rgb.copy()
         inputs = bundle.processor(images=image_rgb, return_tensors="pt")
         pixel_values = inputs["pixel_values"].to(bundle.device, bundle.dtype)
     with timings.stage("inference"), torch.inference_mode():
