@@ -159,6 +159,9 @@ def stream_generate(
         stopping_criteria=StoppingCriteriaList([_UserStop()]),
         num_beams=1,
     )
+    floor = getattr(getattr(model, "generation_config", None), "min_new_tokens", None)
+    if floor:  # never ask for more than the cap (transformers warns and ignores it)
+        kwargs["min_new_tokens"] = min(int(floor), max_new_tokens)
     if temperature and temperature > 0:
         kwargs.update(do_sample=True, temperature=float(temperature), top_p=0.95)
     else:

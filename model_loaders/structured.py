@@ -110,15 +110,24 @@ def extract_json(text: str) -> Any:
         raise ValueError("no JSON found in the answer")
     decoder = json.JSONDecoder()
     last_error: json.JSONDecodeError | None = None
-    # Try each opening bracket in turn: prose may hold a stray "[" before the real JSON.
-    for i, ch in enumerate(snippet):
-        if ch not in "[{":
-            continue
-        try:
-            value, _ = decoder.raw_decode(snippet[i:])
-            return value
-        except json.JSONDecodeError as exc:
-            last_error = last_error or exc
+    best: tuple[int, Any] | None = None
+    # Try each opening bracket and keep the longest value: prose may hold a stray "[1]"
+    # before the real JSON. Starts inside an already-found value are skipped.
+    i = 0
+    while i < len(snippet):
+        if snippet[i] in "[{":
+            try:
+                value, end = decoder.raw_decode(snippet, i)
+            except json.JSONDecodeError as exc:
+                last_error = last_error or exc
+            else:
+                if best is None or end - i > best[0]:
+                    best = (end - i, value)
+                i = end
+                continue
+        i += 1
+    if best is not None:
+        return best[1]
     raise ValueError(f"could not parse JSON: {last_error.msg if last_error else 'no object'}")
 
 
