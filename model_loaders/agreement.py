@@ -56,7 +56,9 @@ def box_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     union = area_a[:, None] + area_b[None, :] - inter
     with np.errstate(divide="ignore", invalid="ignore"):
         iou = np.where(union > 0, inter / union, 0.0)
-    return iou
+    # Identical boxes agree even when degenerate (zero width or height, e.g. clipped at an edge).
+    same = np.all(a[:, None, :] == b[None, :, :], axis=-1)
+    return np.where(same, 1.0, iou)
 
 
 def class_names(det: Any) -> list[str] | None:

@@ -23,6 +23,7 @@ import numpy as np
 
 from model_loaders.agreement import box_iou_matrix
 from model_loaders.errors import InputError
+from model_loaders.structured import PRESETS, extract_json, load_schema, schema_instruction
 
 log = logging.getLogger(__name__)
 
@@ -30,15 +31,8 @@ MAX_SCHEMA_CHARS = 8_000
 MAX_FIELDS = 24
 MERGE_IOU = 0.5
 
-BOOK_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "title": {"type": "string", "description": "the book's title as printed"},
-        "author": {"type": "string", "description": "the author's name"},
-        "publisher": {"type": "string", "description": "the publisher, if visible"},
-    },
-    "required": ["title", "author", "publisher"],
-}
+# The seed article's book inventory: the Ask tab's "book" preset (title, author, publisher).
+BOOK_SCHEMA: dict[str, Any] = copy.deepcopy(PRESETS["book"])
 
 SCHEMA_PRESETS: dict[str, dict[str, Any]] = {
     "book": BOOK_SCHEMA,
@@ -56,6 +50,7 @@ SCHEMA_PRESETS: dict[str, dict[str, Any]] = {
         "properties": {"text": {"type": "string"}, "language": {"type": "string"}},
         "required": ["text"],
     },
+    "receipt": copy.deepcopy(PRESETS["receipt"]),
 }
 
 # Columns every exported row has; the schema's fields follow them (CSV) or sit under "fields" (JSON).
@@ -90,28 +85,20 @@ def schema_json(schema: dict[str, Any]) -> str:
 def parse_schema(text: Any) -> dict[str, Any]:
     """Parse and check a user's JSON Schema for the VLM's answer.
 
-    The schema must be a valid JSON Schema for an object with named ``properties`` (those
-    become the table's columns).
+    JSON parsing and the JSON Schema check are the Ask tab's (``structured.load_schema``);
+    on top, the workflow needs an object schema with named ``properties``, since those
+    become the results table's columns.
 
     Raises:
         InputError: not JSON, not a valid JSON Schema, or not an object schema with properties.
     """
-    import jsonschema
-
     if not isinstance(text, str) or not text.strip():
         raise InputError("Please enter a JSON Schema for the answer.")
     if len(text) > MAX_SCHEMA_CHARS:
         raise InputError(f"The schema is too long ({len(text):,} characters; max {MAX_SCHEMA_CHARS:,}).")
-    try:
-        schema = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"The schema is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}).") from None
-    if not isinstance(schema, dict):
-        raise InputError("The schema must be a JSON object.")
-    try:
-        jsonschema.validators.validator_for(schema).check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        raise InputError(f"The schema is not a valid JSON Schema: {exc.message[:200]}") from None
+    schema = load_schema(text)
+    if schema is None:  # load_schema treats blank text as "no schema"; here one is required
+        raise InputError("Please enter a JSON Schema for the answer.")
     props = schema.get("properties")
     if schema.get("type") != "object" or not isinstance(props, dict) or not props:
         raise InputError('The schema must describe an object with "properties" (they become the table columns).')
@@ -120,7 +107,7 @@ def parse_schema(text: Any) -> dict[str, Any]:
     clash = sorted(set(props) & set(BASE_COLUMNS))
     if clash:
         raise InputError(f"Rename these properties (they clash with built-in columns): {', '.join(clash)}.")
-    return schema
+    return copy.deepcopy(schema)
 
 
 def field_names(schema: dict[str, Any]) -> list[str]:
@@ -131,9 +118,8 @@ def field_names(schema: dict[str, Any]) -> list[str]:
 def build_prompt(schema: dict[str, Any]) -> str:
     """The instruction sent with every crop: answer with one JSON object matching ``schema``."""
     return (
-        "Read the object in this image and answer with only one JSON object, no prose, "
-        "matching this JSON Schema. Use an empty string for anything you cannot read.\n"
-        + json.dumps(schema, ensure_ascii=False)
+        "Read the object in this image. Use an empty string for anything you cannot read."
+        + schema_instruction(schema)
     )
 
 
@@ -158,15 +144,10 @@ class ParsedAnswer:
 
 
 def _json_object(raw: str) -> tuple[dict[str, Any] | None, str]:
-    from model_loaders.grounding import extract_json_text  # reuse the Ask tab's fence/prose handling
-
-    snippet = extract_json_text(raw or "")
-    if snippet is None:
-        return None, "no JSON in the answer"
     try:
-        obj, _ = json.JSONDecoder().raw_decode(snippet)
-    except json.JSONDecodeError as exc:
-        return None, f"answer is not valid JSON ({exc.msg})"
+        obj = extract_json(raw or "")  # the Ask tab's lenient extraction (fences, prose)
+    except ValueError as exc:
+        return None, str(exc)
     if isinstance(obj, list) and len(obj) == 1 and isinstance(obj[0], dict):
         obj = obj[0]  # a one-element list around the object is a common VLM habit
     if not isinstance(obj, dict):
@@ -545,3 +526,21 @@ def rows_from_csv(text: str, schema: dict[str, Any]) -> list[ResultRow]:
             )
         )
     return rows
+
+
+def rows_in_original_pixels(rows: Sequence[ResultRow], scale: float) -> list[ResultRow]:
+    """Copies of ``rows`` with boxes mapped from working-image to original-image pixels.
+
+    Args:
+        rows: rows with working-size boxes.
+        scale: working size / original size (``DecodedImage.scale``).
+    """
+    if scale == 1.0:
+        return [copy.copy(r) for r in rows]
+    out = []
+    for r in rows:
+        c = copy.copy(r)
+        c.box = tuple(round(v / scale, 2) for v in r.box)  # type: ignore[assignment]
+        c.crop_box = tuple(int(round(v / scale)) for v in r.crop_box)  # type: ignore[assignment]
+        out.append(c)
+    return out

@@ -10,5 +10,7 @@ TABS: tuple[str, ...] = (
     "tabs.depth",
     "tabs.detect",
     "tabs.ask",
+    "tabs.compare",
+    "tabs.workflow",
     "tabs.models",
 )

@@ -35,6 +35,12 @@ def test_box_iou_matrix_known_values():
     np.testing.assert_allclose(iou, [[1.0, 50 / 150, 0.0]])
 
 
+def test_identical_degenerate_boxes_still_agree():
+    flat = [[5, 5, 5, 20], [0, 0, 0, 0]]  # zero width: IoU would be 0/0
+    assert detection_f1(dets(flat), dets(flat)) == 1.0
+    assert detection_f1(dets(flat), dets([[6, 5, 6, 20]])) == 0.0
+
+
 def test_identical_detections_have_f1_one():
     assert detection_f1(dets(BOXES), dets(BOXES)) == 1.0
     assert detection_f1(dets(BOXES, ["cat", "dog", "book"]), dets(BOXES, ["cat", "dog", "book"])) == 1.0

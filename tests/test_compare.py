@@ -114,3 +114,147 @@ def test_bad_compare_requests_are_refused_before_anything_loads(task, keys, mess
 def test_models_from_other_tasks_that_can_do_it_are_accepted():
     specs = check_compare_keys("detect", ["rf-detr-nano", "florence-2-base"], "tiny")
     assert [s.key for s in specs] == ["rf-detr-nano", "florence-2-base"]
+
+
+# -- the tab's comparison with tiny models (the session `ctx`) ---------------------------------
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from tabs import compare  # noqa: E402
+
+CAT = str(Path(__file__).resolve().parent.parent / "assets" / "cat.jpg")
+
+
+def test_detect_comparison_runs_each_model_and_fills_a_symmetric_f1_matrix(ctx):
+    keys = ["rf-detr-nano", "owlv2-base", "florence-2-base"]  # closed set, open vocabulary, a VLM
+    cmp = compare.run_compare(ctx, CAT, "detect", keys, classes="cat", confidence=0.0)
+    assert [r.key for r in cmp.runs] == keys and all(r.ok for r in cmp.runs)
+    m = cmp.matrix
+    assert m.shape == (3, 3)
+    usable = [i for i, r in enumerate(cmp.runs) if not r.result.metadata.get("parse_error")]
+    assert usable[:2] == [0, 1]
+    for i in usable:
+        assert m[i, i] == 1.0, "a model agrees with itself"
+    np.testing.assert_allclose(m[np.ix_(usable, usable)], m[np.ix_(usable, usable)].T)
+    assert all(0.0 <= v <= 1.0 for v in m[np.ix_(usable, usable)].ravel())
+    items = compare.gallery_items(cmp, ctx.weights_warning)
+    assert len(items) == 3
+    assert "Apache-2.0" in items[0][1] and "MIT" in items[2][1] and " ms" in items[0][1]
+    assert items[0][0].shape == cmp.image.array.shape
+    # latency: load kept apart from inference, one bar per model and stage
+    fig = compare.latency_figure(cmp)
+    assert [t.name for t in fig.data] == ["load", "preprocess", "inference", "postprocess"]
+    assert list(fig.data[0].x) == [r.timings.load_ms for r in cmp.runs]
+    assert list(fig.data[2].x) == [r.timings.inference_ms for r in cmp.runs]
+    assert len(compare.agreement_rows(cmp)) == 3  # three pairs
+
+
+def test_depth_comparison_aligns_maps_and_reports_abs_rel(ctx):
+    keys = ["depth-anything-v2-small", "depth-anything-v2-metric-indoor-small"]
+    cmp = compare.run_compare(ctx, CAT, "depth", keys)
+    assert all(r.result.depth.shape == cmp.image.array.shape[:2] for r in cmp.runs)
+    for i in range(2):
+        if not np.isnan(cmp.matrix[i, i]):
+            assert cmp.matrix[i, i] == pytest.approx(1.0)
+            assert cmp.abs_rel[i, i] == pytest.approx(0.0, abs=1e-6)
+    rows = compare.agreement_rows(cmp)
+    assert len(rows) == 1 and len(rows[0]) == 5  # pair, correlation, abs-rel both ways
+    assert "depth" in compare.api_payload(ctx, cmp)["models"][1]
+    assert compare.api_payload(ctx, cmp)["models"][1]["depth"]["kind"] == "metric"
+
+
+def test_segment_comparison_uses_the_same_point_prompts_for_every_model(ctx):
+    keys = ["sam2.1-hiera-tiny", "sam2.1-hiera-small"]
+    cmp = compare.run_compare(ctx, CAT, "segment", keys, points="100, 80; 300, 200")
+    assert cmp.points == [(100.0, 80.0), (300.0, 200.0)]  # the example is not downscaled
+    for r in cmp.runs:
+        assert r.result.mask.shape == (2, *cmp.image.array.shape[:2]) and r.result.mask.dtype == bool
+    assert cmp.matrix[0, 0] == 1.0 and 0.0 <= cmp.matrix[0, 1] <= 1.0
+
+
+def test_ask_comparison_shows_answers_side_by_side_with_tokens(ctx):
+    cmp = compare.run_compare(ctx, CAT, "ask", ["florence-2-base", "qwen2.5-vl-3b"], question="What animal is this?")
+    assert cmp.matrix is None and compare.agreement_figure(cmp) is None
+    rows = compare.agreement_rows(cmp)
+    assert [r[0] for r in rows] == ["Florence-2 Base", "Qwen2.5-VL 3B Instruct"]
+    assert all(r[1] > 0 for r in rows), "token counts are shown"
+    assert any("Florence-2" in n for n in cmp.notes)
+
+
+def test_the_image_is_decoded_once_per_comparison(ctx, monkeypatch):
+    calls = []
+    real = compare.decode_image
+
+    def counting(source, *a, **kw):
+        calls.append(source)
+        return real(source, *a, **kw)
+
+    monkeypatch.setattr(compare, "decode_image", counting)
+    compare.run_compare(ctx, CAT, "depth", ["depth-anything-v2-small", "depth-anything-v2-metric-outdoor-small"])
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"task": "segment", "points": "5000, 10"}, "Point x must be between"),
+        ({"task": "segment", "points": "10; 20"}, "x, y"),
+        ({"task": "segment", "points": "; ".join(["10, 10"] * 9)}, "Too many points"),
+        ({"task": "detect", "confidence": float("nan")}, "finite"),
+        ({"task": "ask", "question": "   "}, "question"),
+    ],
+)
+def test_bad_prompts_are_refused(ctx, kwargs, message):
+    task = kwargs.pop("task")
+    keys = {"segment": ["sam2.1-hiera-tiny", "sam2.1-hiera-small"], "detect": ["rf-detr-nano", "d-fine-nano"],
+            "ask": ["florence-2-base", "qwen2.5-vl-3b"]}[task]  # fmt: skip
+    with pytest.raises(InputError, match=message):
+        compare.run_compare(ctx, CAT, task, keys, **kwargs)
+
+
+def test_no_image_is_an_input_error(ctx):
+    with pytest.raises(InputError, match="upload an image"):
+        compare.run_compare(ctx, None, "depth", ["depth-anything-v2-small", "depth-anything-v2-base"])
+
+
+# -- through the served app ----------------------------------------------------------------------
+
+
+def test_compare_api_endpoint(client):
+    from gradio_client import handle_file
+
+    payload = client.predict(handle_file(CAT), "depth", "depth-anything-v2-small, depth-anything-v2-base", "", 0.3,
+                             "", api_name="/compare")  # fmt: skip
+    assert payload["task"] == "depth" and payload["weights_warning"]
+    assert [m["key"] for m in payload["models"]] == ["depth-anything-v2-small", "depth-anything-v2-base"]
+    assert payload["models"][1]["licence"] == "CC-BY-NC-4.0"
+    assert all("inference_ms" in m["timings"] for m in payload["models"])
+    assert len(payload["agreement"]["matrix"]) == 2
+    with pytest.raises(Exception, match="at least 2"):
+        client.predict(handle_file(CAT), "depth", "depth-anything-v2-small", "", 0.3, "", api_name="/compare")
+    with pytest.raises(Exception, match="cannot depth"):
+        client.predict(handle_file(CAT), "depth", "depth-anything-v2-small, rf-detr-nano", "", 0.3, "",
+                       api_name="/compare")  # fmt: skip
+
+
+@pytest.mark.browser
+def test_browser_compares_two_depth_models(page, app_url, artifacts):
+    page.goto(app_url)
+    page.get_by_role("tab", name="Compare").click()
+    page.locator("#compare-image").wait_for()
+    page.locator("#compare-examples .gallery-item").first.click()
+    page.locator("#compare-image img").first.wait_for()
+    page.locator("#compare-task").get_by_text("depth", exact=True).click()
+    models = page.locator("#compare-models")
+    models.get_by_text("Depth Anything V2 Small").first.wait_for()
+    page.locator("#compare-run").click()
+    page.locator("#compare-gallery img").nth(1).wait_for(timeout=120_000)
+    assert page.locator("#compare-gallery img").count() >= 2
+    page.locator("#compare-heatmap .js-plotly-plot, #compare-heatmap .plotly").first.wait_for(timeout=60_000)
+    page.locator("#compare-latency .js-plotly-plot, #compare-latency .plotly").first.wait_for(timeout=60_000)
+    summary = page.locator("#compare-summary").inner_text()
+    assert "Apache-2.0" in summary
+    page.get_by_text("tiny random weights").first.wait_for()
+    page.screenshot(path=str(artifacts / "compare.png"), full_page=True)
