@@ -29,6 +29,8 @@ RAW_TOP_K = 300
 # Open-vocabulary prompts: more classes than this are cut (with a message), not refused.
 MAX_PROMPT_CLASSES = 50
 MAX_CLASS_CHARS = 60
+# Label placement that avoids overlaps is quadratic in the number of boxes: only for few boxes.
+SMART_LABELS_MAX = 40
 
 COCO_CLASSES: tuple[str, ...] = (
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
@@ -208,7 +210,7 @@ def annotate(image: np.ndarray, det: sv.Detections, all_classes: list[str] | tup
     scale = max(0.4, max(image.shape[:2]) / 1400)
     labels = [f"{n} {s:.2f}" for n, s in zip(names, det.confidence, strict=True)]
     scene = sv.BoxAnnotator(thickness=thickness).annotate(scene, det)
-    return sv.LabelAnnotator(text_scale=scale, text_thickness=thickness, smart_position=True).annotate(
+    return sv.LabelAnnotator(text_scale=scale, text_thickness=thickness, smart_position=len(det) <= SMART_LABELS_MAX).annotate(
         scene, det, labels=labels
     )
 

@@ -341,7 +341,7 @@ def build(ctx: AppContext) -> None:
     with gr.Row():
         with gr.Column(scale=1):
             image = gr.Image(label="Image", type="filepath", sources=["upload", "clipboard"], elem_id="detect-image")
-            gr.Examples(example_paths(), inputs=[image], label="Examples")
+            gr.Examples(example_paths(), inputs=[image], label="Examples", elem_id="detect-examples")
             model = gr.Dropdown(
                 model_choices(ctx), value=default, label="Model", elem_id="detect-model", filterable=True
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -235,17 +236,24 @@ def test_api_endpoint(client: Any) -> None:
 
 
 def test_browser_detects_an_example(page: Any, app_url: str, artifacts: Path) -> None:
+    from playwright.sync_api import expect
+
     page.goto(app_url)
     page.get_by_role("tab", name="Detect").click()
     page.locator("#detect-image").wait_for()
     # Pick the first example image, let every box through, and run.
-    page.locator(".gallery-item, button.gallery-item, [data-testid='examples'] button").first.click()
+    page.locator("#detect-examples .gallery-item").first.click()
+    page.locator("#detect-image img").first.wait_for()  # the example is loaded before running
     conf = page.locator("#detect-conf input[type='number']")
     conf.fill("0")
     conf.press("Enter")
     page.locator("#detect-run").click()
-    page.locator("#detect-table tbody tr").first.wait_for(timeout=120_000)
-    assert page.locator("#detect-table tbody tr").count() > 0
+    try:
+        page.locator("#detect-info").get_by_text("inference").wait_for(timeout=120_000)
+        # Rows of boxes: a class name followed by a score and four coordinates.
+        expect(page.locator("#detect-table")).to_contain_text(re.compile(r"[a-z]+\s+0\.\d+\s+\d+(\.\d)?\s"))
+    finally:
+        page.screenshot(path=str(artifacts / "detect.png"), full_page=True)
+    assert "rf-detr-medium" in page.locator("#detect-info").inner_text()
     page.locator("#detect-chart .js-plotly-plot, #detect-chart .plotly").first.wait_for(timeout=60_000)
-    page.get_by_text("tiny random weights").first.wait_for()
-    page.screenshot(path=str(artifacts / "detect.png"), full_page=True)
+    page.locator("#detect-info").get_by_text("tiny random weights").wait_for()
