@@ -50,6 +50,19 @@ QWEN_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
+# Qwen3-VL chat template: like Qwen2.5-VL's, but no default system turn is added.
+QWEN3_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
 # SmolVLM / Idefics3 style template.
 SMOLVLM_CHAT_TEMPLATE = (
     "<|im_start|>{% for message in messages %}"
@@ -155,6 +168,17 @@ def qwen_vl_tokenizer() -> Any:
     )  # fmt: skip
 
 
+def qwen3_vl_tokenizer() -> Any:
+    """Qwen3-VL tokenizer: the Qwen2-VL special tokens plus ``<think>``/``</think>``, Qwen3 template."""
+    return build_tokenizer(
+        (*QWEN_SPECIAL, "<think>", "</think>"),
+        named={"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "image_token": "<|image_pad|>",
+               "video_token": "<|video_pad|>", "vision_bos_token": "<|vision_start|>",
+               "vision_eos_token": "<|vision_end|>"},
+        chat_template=QWEN3_CHAT_TEMPLATE,
+    )  # fmt: skip
+
+
 def paligemma_tokenizer() -> Any:
     """Gemma-style tokenizer with PaliGemma's ``<image>``, ``<locXXXX>`` and ``<segXXX>`` tokens."""
     special = ["<pad>", "<eos>", "<bos>", "<unk>", "<image>"]
@@ -185,7 +209,7 @@ def smolvlm_tokenizer() -> Any:
 def mllama_tokenizer() -> Any:
     """Llama 3.2 Vision tokenizer with ``<|image|>`` and the header tokens."""
     special = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
-               "<|image|>", "<|finetune_right_pad_id|>"]  # fmt: skip
+               "<|image|>", "<|finetune_right_pad_id|>", "<|python_tag|>"]  # fmt: skip
     return build_tokenizer(
         special,
         named={"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>", "pad_token": "<|finetune_right_pad_id|>",

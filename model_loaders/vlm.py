@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 # 12.8 MP, which makes preprocessing and attention dominate on a CPU).
 QWEN_MIN_PIXELS = 256 * 28 * 28
 QWEN_MAX_PIXELS = 1024 * 28 * 28
+# SmolVLM splits an image into 512 px tiles (64 tokens each) plus a global view after resizing its
+# longest edge to this; the checkpoint's 2048 upscales even small photos to 17 tiles (~1.1k image
+# tokens), far too slow for the CPU default. 1024 keeps at most 2x2 tiles + the global view.
+SMOLVLM_LONGEST_EDGE = 1024
 PALIGEMMA_PREFIXES = ("caption", "describe", "ocr", "answer", "question", "detect", "segment")
 
 # Real sizes for ``random`` weights, per registry key: (text kwargs, vision kwargs, vocab).
@@ -48,7 +52,34 @@ _PALI_REAL = {
                                "num_attention_heads": 32, "num_key_value_heads": 16},
 }  # fmt: skip
 
-OFFLINE_FAMILIES = ("qwen2_5_vl", "paligemma")
+# SmolVLM (Idefics3 architecture): SmolLM2 text decoder per size, one SigLIP-B/16 512 px encoder.
+_SMOLVLM_REAL = {
+    "smolvlm-256m-instruct": {"hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
+                              "num_attention_heads": 9, "num_key_value_heads": 3},
+    "smolvlm-500m-instruct": {"hidden_size": 960, "intermediate_size": 2560, "num_hidden_layers": 32,
+                              "num_attention_heads": 15, "num_key_value_heads": 5},
+}  # fmt: skip
+_SMOLVLM_VISION_REAL = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
+                        "num_attention_heads": 12, "image_size": 512, "patch_size": 16}  # fmt: skip
+_QWEN3_REAL = {
+    "qwen3-vl-2b": ({"hidden_size": 2048, "intermediate_size": 6144, "num_hidden_layers": 28, "num_attention_heads": 16,
+                     "num_key_value_heads": 8, "head_dim": 128, "tie_word_embeddings": True},
+                    {"depth": 24, "hidden_size": 1024, "intermediate_size": 4096, "num_heads": 16,
+                     "deepstack_visual_indexes": [5, 11, 17]}),
+}  # fmt: skip
+# Llama 3.2 Vision: a Llama 3.1 decoder with gated cross-attention layers every 5th layer from 3.
+_MLLAMA_REAL = {
+    "llama-3.2-11b-vision-instruct": {"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 40,
+                                      "num_attention_heads": 32, "num_key_value_heads": 8,
+                                      "cross_attention_layers": list(range(3, 40, 5))},
+    "llama-3.2-90b-vision-instruct": {"hidden_size": 8192, "intermediate_size": 28672, "num_hidden_layers": 100,
+                                      "num_attention_heads": 64, "num_key_value_heads": 8,
+                                      "cross_attention_layers": list(range(3, 100, 5))},
+}  # fmt: skip
+MLLAMA_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}  # fmt: skip
+
+OFFLINE_FAMILIES = ("qwen2_5_vl", "paligemma", "smolvlm", "qwen3_vl", "mllama")
 
 
 @dataclass
@@ -153,6 +184,167 @@ def _paligemma_offline(spec: ModelSpec, tiny: bool) -> tuple[Any, Any]:
     return config, processor
 
 
+def _qwen3_offline(spec: ModelSpec, tiny: bool) -> tuple[Any, Any]:
+    from transformers import Qwen2VLImageProcessor, Qwen3VLConfig, Qwen3VLProcessor, Qwen3VLVideoProcessor
+
+    from model_loaders.offline_tokenizers import QWEN3_CHAT_TEMPLATE, qwen3_vl_tokenizer
+
+    tok = qwen3_vl_tokenizer()
+    if tiny:
+        text = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+                "num_key_value_heads": 2, "head_dim": 16, "tie_word_embeddings": True, "initializer_range": 0.2}  # fmt: skip
+        # num_position_embeddings must be a square (a grid the vision tower interpolates).
+        vision = {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2,
+                  "num_position_embeddings": 16, "deepstack_visual_indexes": [0]}  # fmt: skip
+        vocab, min_px, max_px = len(tok), 64 * 64, 128 * 128
+    else:
+        text, vision = _QWEN3_REAL.get(spec.key, _QWEN3_REAL["qwen3-vl-2b"])
+        vision = {**vision, "num_position_embeddings": 2304}
+        vocab, min_px, max_px = 151936, QWEN_MIN_PIXELS, QWEN_MAX_PIXELS
+    # Interleaved mrope sections (temporal, height, width) sum to half the head dimension
+    # (Qwen3-VL-2B: head_dim 128 -> [24, 20, 20]).
+    half = text["head_dim"] // 2
+    hw = (half * 5 // 16) // 2 * 2 if half >= 16 else half // 4
+    section = [half - 2 * hw, hw, hw]
+    config = Qwen3VLConfig(
+        text_config={
+            **text,
+            "vocab_size": vocab,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": section,
+                                "mrope_interleaved": True},
+            "max_position_embeddings": 262144,
+            "bos_token_id": tok.convert_tokens_to_ids("<|endoftext|>"),
+            "eos_token_id": tok.eos_token_id,
+            "pad_token_id": tok.pad_token_id,
+        },
+        vision_config={**vision, "out_hidden_size": text["hidden_size"], "patch_size": 16, "spatial_merge_size": 2,
+                       "temporal_patch_size": 2, "initializer_range": text.get("initializer_range", 0.02)},
+        image_token_id=tok.convert_tokens_to_ids("<|image_pad|>"),
+        video_token_id=tok.convert_tokens_to_ids("<|video_pad|>"),
+        vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"),
+        vision_end_token_id=tok.convert_tokens_to_ids("<|vision_end|>"),
+        tie_word_embeddings=text["tie_word_embeddings"],
+    )  # fmt: skip
+    # Qwen3-VL sees 16 px patches merged 2x2 (32 px per token), normalised to [-1, 1].
+    ip = Qwen2VLImageProcessor(min_pixels=min_px, max_pixels=max_px, patch_size=16, merge_size=2,
+                               temporal_patch_size=2, image_mean=[0.5] * 3, image_std=[0.5] * 3)  # fmt: skip
+    processor = Qwen3VLProcessor(
+        image_processor=ip, tokenizer=tok, video_processor=Qwen3VLVideoProcessor(), chat_template=QWEN3_CHAT_TEMPLATE
+    )
+    return config, processor
+
+
+def _smolvlm_offline(spec: ModelSpec, tiny: bool) -> tuple[Any, Any]:
+    from transformers import Idefics3Config, Idefics3ImageProcessor, Idefics3Processor
+
+    from model_loaders.offline_tokenizers import SMOLVLM_CHAT_TEMPLATE, smolvlm_tokenizer
+
+    tok = smolvlm_tokenizer()
+    if tiny:
+        text = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+                "num_key_value_heads": 2, "initializer_range": 0.2}  # fmt: skip
+        vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                  "image_size": 32, "patch_size": 8}  # fmt: skip
+        vocab, scale, longest = len(tok), 2, 64
+    else:
+        text = _SMOLVLM_REAL.get(spec.key, _SMOLVLM_REAL["smolvlm-256m-instruct"])
+        vision, vocab, scale, longest = _SMOLVLM_VISION_REAL, 49280, 4, SMOLVLM_LONGEST_EDGE
+    side = vision["image_size"]
+    # Tokens per image tile after the pixel shuffle (SmolVLM 512 px / 16 px patches / 4x4 -> 64).
+    image_seq_len = (side // vision["patch_size"]) ** 2 // scale**2
+    config = Idefics3Config(
+        text_config={"model_type": "llama", **text, "vocab_size": vocab, "rms_norm_eps": 1e-5,
+                     "max_position_embeddings": 8192, "rope_parameters": {"rope_type": "default", "rope_theta": 100000.0},
+                     "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id,
+                     "tie_word_embeddings": False},
+        vision_config={**vision, "initializer_range": text.get("initializer_range", 0.02)},
+        image_token_id=tok.convert_tokens_to_ids("<image>"),
+        scale_factor=scale,
+        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=False,
+    )  # fmt: skip
+    # Images are split into side x side tiles plus one global view, each ``image_seq_len`` tokens.
+    ip = Idefics3ImageProcessor(size={"longest_edge": longest}, max_image_size={"longest_edge": side},
+                                image_mean=[0.5] * 3, image_std=[0.5] * 3, do_image_splitting=True)  # fmt: skip
+    processor = Idefics3Processor(
+        image_processor=ip, tokenizer=tok, image_seq_len=image_seq_len, chat_template=SMOLVLM_CHAT_TEMPLATE
+    )
+    return config, processor
+
+
+def _mllama_offline(spec: ModelSpec, tiny: bool) -> tuple[Any, Any]:
+    from transformers import MllamaConfig, MllamaImageProcessor, MllamaProcessor
+
+    from model_loaders.offline_tokenizers import MLLAMA_CHAT_TEMPLATE, mllama_tokenizer
+
+    tok = mllama_tokenizer()
+    if tiny:
+        text = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3, "num_attention_heads": 4,
+                "num_key_value_heads": 2, "cross_attention_layers": [1], "initializer_range": 0.2}  # fmt: skip
+        vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_global_layers": 1,
+                  "attention_heads": 2, "intermediate_layers_indices": [0, 1], "image_size": 28}  # fmt: skip
+        vocab, rope = len(tok), {"rope_type": "default", "rope_theta": 500000.0}
+    else:
+        text = _MLLAMA_REAL.get(spec.key, _MLLAMA_REAL["llama-3.2-11b-vision-instruct"])
+        vision = {"hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32, "num_global_layers": 8,
+                  "attention_heads": 16, "intermediate_layers_indices": [3, 7, 15, 23, 30], "image_size": 560}  # fmt: skip
+        vocab, rope = 128256, MLLAMA_ROPE
+    side = vision["image_size"]
+    # The projector reads the last hidden state plus every listed intermediate layer.
+    out_dim = vision["hidden_size"] * (len(vision["intermediate_layers_indices"]) + 1)
+    config = MllamaConfig(
+        text_config={**text, "vocab_size": vocab, "rope_parameters": rope, "max_position_embeddings": 131072,
+                     "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id},
+        vision_config={**vision, "vision_output_dim": out_dim, "patch_size": 14, "max_num_tiles": 4,
+                       "initializer_range": text.get("initializer_range", 0.02)},
+        image_token_index=tok.convert_tokens_to_ids("<|image|>"),
+    )  # fmt: skip
+    # Up to 4 tiles of side x side (aspect ratios 1x1 .. 4x1), CLIP normalisation as in the checkpoint.
+    ip = MllamaImageProcessor(size={"height": side, "width": side}, max_image_tiles=4,
+                              image_mean=[0.48145466, 0.4578275, 0.40821073],
+                              image_std=[0.26862954, 0.26130258, 0.27577711])  # fmt: skip
+    processor = MllamaProcessor(image_processor=ip, tokenizer=tok, chat_template=MLLAMA_CHAT_TEMPLATE)
+    return config, processor
+
+
+_OFFLINE_BUILDERS = {
+    "qwen2_5_vl": _qwen25_offline,
+    "qwen3_vl": _qwen3_offline,
+    "paligemma": _paligemma_offline,
+    "smolvlm": _smolvlm_offline,
+    "mllama": _mllama_offline,
+}
+
+
+def offline_parts(spec: ModelSpec, tiny: bool) -> tuple[Any, Any]:
+    """Config and processor for ``random`` (real size) or ``tiny`` weights, built with no download.
+
+    Raises:
+        ModelUnavailable: the family has no offline build.
+    """
+    build = _OFFLINE_BUILDERS.get(spec.family)
+    if build is None:
+        raise ModelUnavailable(spec.key, "load_failed", f"{spec.name}: no offline build; use --weights hub.")
+    return build(spec, tiny)
+
+
+def _open_cross_attention_gates(model: Any) -> None:
+    """Give Mllama's zero-initialised tanh gates a trained-like value (pi/4, tanh = 0.66).
+
+    A fresh Mllama starts with every cross-attention and tile-embedding gate at 0, so the text
+    would ignore the image entirely; real checkpoints have open gates. Opening them keeps random
+    weights doing the real computation with the image actually influencing the answer.
+    """
+    import math
+
+    import torch
+
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.rsplit(".", 1)[-1].endswith("gate") and param.numel() == 1 and float(param) == 0.0:
+                param.fill_(math.pi / 4)
+
+
 def _model_class(family: str) -> Any:
     import transformers
 
@@ -161,7 +353,8 @@ def _model_class(family: str) -> Any:
         "qwen3_vl": "Qwen3VLForConditionalGeneration",
         "paligemma": "PaliGemmaForConditionalGeneration",
         "mllama": "MllamaForConditionalGeneration",
-        "smolvlm": "AutoModelForImageTextToText",
+        # SmolVLM (v1) checkpoints are the Idefics3 architecture (config model_type "idefics3").
+        "smolvlm": "Idefics3ForConditionalGeneration",
     }
     return getattr(transformers, names[family])
 
@@ -171,7 +364,7 @@ def load(spec: ModelSpec, settings: LoadSettings) -> VLMBundle:
 
     Raises:
         ModelUnavailable: hub failures (offline, gated); offline weights for a family that has
-            no offline build yet.
+            no offline build.
     """
     import torch
 
@@ -184,21 +377,17 @@ def load(spec: ModelSpec, settings: LoadSettings) -> VLMBundle:
         kwargs: dict[str, Any] = {}
         if spec.family in ("qwen2_5_vl", "qwen3_vl"):
             kwargs = {"min_pixels": QWEN_MIN_PIXELS, "max_pixels": QWEN_MAX_PIXELS}
+        elif spec.family == "smolvlm":
+            kwargs = {"size": {"longest_edge": SMOLVLM_LONGEST_EDGE}}
         with hub_errors(spec):
             processor = AutoProcessor.from_pretrained(spec.checkpoint, **pretrained_kwargs(spec), **kwargs)
             model = cls.from_pretrained(spec.checkpoint, dtype=dtype, **pretrained_kwargs(spec))
     else:
-        tiny = settings.weights == "tiny"
-        if spec.family == "qwen2_5_vl":
-            config, processor = _qwen25_offline(spec, tiny)
-        elif spec.family == "paligemma":
-            config, processor = _paligemma_offline(spec, tiny)
-        else:
-            raise ModelUnavailable(
-                spec.key, "load_failed", f"{spec.name}: no offline ({settings.weights}) build yet; use --weights hub."
-            )
+        config, processor = offline_parts(spec, tiny=settings.weights == "tiny")
         torch.manual_seed(0)
         model = cls(config).to(dtype)
+        if spec.family == "mllama":
+            _open_cross_attention_gates(model)
         vocab_limit = len(processor.tokenizer)
         # Random weights tend to end at once; a floor of a few tokens keeps streaming visible.
         model.generation_config.min_new_tokens = 8
