@@ -37,17 +37,37 @@ def hub_errors(spec: ModelSpec) -> Iterator[None]:
         raise ModelUnavailable(spec.key, kind, message) from exc
 
 
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception and its causes/contexts (transformers wraps Hub errors in OSError)."""
+    seen: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and cur not in seen and len(seen) < 10:
+        seen.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    return seen
+
+
+def _hub_offline() -> bool:
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return False
+    return bool(constants.HF_HUB_OFFLINE)
+
+
 def classify_hub_error(spec: ModelSpec, exc: BaseException) -> tuple[str | None, str]:
     """Map an exception raised while fetching ``spec`` to (kind, user message)."""
-    names = {cls.__name__ for cls in type(exc).__mro__}
-    text = str(exc)
-    if "GatedRepoError" in names or "gated" in text.lower():
+    chain = _chain(exc)
+    names = {cls.__name__ for e in chain for cls in type(e).__mro__}
+    text = " ".join(str(e) for e in chain).lower()
+    if "GatedRepoError" in names or "gated repo" in text:
         return "gated", f"{spec.name} is gated: accept its terms on {spec.hub_url} and set HF_TOKEN."
+    offline_names = {"LocalEntryNotFoundError", "OfflineModeIsEnabled", "ConnectError", "ConnectionError"}
+    offline_words = ("offline", "couldn't connect", "cannot find the requested files", "connection error")
     if (
-        names & {"LocalEntryNotFoundError", "OfflineModeIsEnabled"}
-        or "offline" in text.lower()
-        or "couldn't connect" in text.lower()
-        or "cannot find the requested files" in text.lower()
+        names & offline_names
+        or any(w in text for w in offline_words)
+        or (isinstance(exc, OSError) and "can't load" in text and _hub_offline())
     ):
         return (
             "offline",

@@ -17,6 +17,8 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["YOLO_OFFLINE"] = "1"
 os.environ["YOLO_AUTOINSTALL"] = "False"
+# An empty Hub cache: hub-mode tests must see "not cached", whatever this machine downloaded before.
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="vp-hf-home-")
 os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="vp-gradio-"))
 os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="vp-yolo-"))
 
