@@ -391,6 +391,13 @@ def load(spec: ModelSpec, settings: LoadSettings) -> VLMBundle:
         vocab_limit = len(processor.tokenizer)
         # Random weights tend to end at once; a floor of a few tokens keeps streaming visible.
         model.generation_config.min_new_tokens = 8
+        # They also like control tokens (image slots, SmolVLM's <row_i_col_j>), which decode to
+        # nothing, so a random answer would stream as blank: allow only eos among them.
+        # (Read the added tokens: some processors re-register their own specials and drop ours from
+        # ``all_special_ids``.)
+        tok = processor.tokenizer
+        control = {i for i, t in tok.added_tokens_decoder.items() if t.special} | set(tok.all_special_ids)
+        model.generation_config.suppress_tokens = sorted(control - {tok.eos_token_id})
     model.to(settings.device).eval()
     return VLMBundle(model, processor, spec, settings.device, dtype, vocab_limit)
 
