@@ -25,7 +25,7 @@ from model_loaders import runners
 from model_loaders import workflow as wf
 from model_loaders.adapters import availability
 from model_loaders.context import AppContext
-from model_loaders.errors import InputError
+from model_loaders.errors import InputError, ModelUnavailable
 from model_loaders.registry import get_spec, specs_for_task
 from model_loaders.results import Timings
 from model_loaders.specs import ModelSpec
@@ -96,7 +96,10 @@ class WorkflowRun:
 def _spec_for(ctx: AppContext, key: Any, task: str, what: str) -> ModelSpec:
     if not isinstance(key, str) or not key:
         raise InputError(f"Please pick a {what}.")
-    spec = get_spec(key)
+    try:
+        spec = get_spec(key)
+    except ModelUnavailable as exc:
+        raise InputError(exc.message) from None
     if task not in spec.tasks:
         raise InputError(f"{spec.name} cannot {task}: pick a {what}.")
     if task == "ask" and spec.family == "florence2":
