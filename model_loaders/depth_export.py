@@ -173,7 +173,7 @@ def write_png16(path: Path, q: Quantised, meta: dict[str, Any]) -> None:
         info.add_text(f"depth_{key}", repr(meta[key]) if isinstance(meta[key], float) else str(meta[key]))
     info.add_text("depth_json", json.dumps(meta))
     # A uint16 (H, W) array becomes mode "I;16", saved as a 16-bit grayscale PNG.
-    Image.fromarray(q.pixels).save(path, format="PNG", pnginfo=info)
+    Image.fromarray(q.pixels).save(path, format="PNG", pnginfo=info, compress_level=1)
 
 
 def read_png16(path: Path, sidecar_path: Path | None = None) -> np.ndarray:
@@ -317,7 +317,7 @@ def figure_3d(
 
     Relative maps: a surface whose height is the relative inverse depth, coloured with
     ``colormap`` (near at the high end). Metric maps: a point cloud unprojected with the
-    assumed field of view, coloured with the image.
+    assumed field of view, coloured with ``colormap`` by depth.
     """
     import plotly.graph_objects as go
 
@@ -325,11 +325,23 @@ def figure_3d(
     rows, cols = grid.shape
     if kind == "metric":
         x, y, z = grid.xyz[:, 0], grid.xyz[:, 1], grid.xyz[:, 2]
-        colours = [f"rgb({r},{g},{b})" for r, g, b in grid.rgb.tolist()]
+        # Numeric colours with a colorscale: per-point RGB strings cost ~1 s of plotly validation.
         trace = go.Scatter3d(
-            x=x, y=z, z=y, mode="markers", marker={"size": 2, "color": colours}, hoverinfo="skip", name="points"
+            x=x,
+            y=z,
+            z=y,
+            mode="markers",
+            marker={
+                "size": 2,
+                "color": nearness(z, kind),
+                "cmin": 0.0,
+                "cmax": 1.0,
+                "colorscale": _plotly_colorscale(colormap, invert),
+            },
+            hovertemplate="x %{x:.2f} m, y %{z:.2f} m<br>depth %{y:.2f} m<extra></extra>",
+            name="points",
         )
-        title = f"Point cloud, {rows * cols:,} points (assumed horizontal field of view {fov_deg:g}°)"
+        title = f"{rows * cols:,} points · assumed horizontal field of view {fov_deg:g}°"
         scene = {
             "xaxis_title": "x (m)",
             "yaxis_title": "depth (m)",
@@ -351,16 +363,19 @@ def figure_3d(
             showscale=False,
             hovertemplate="x %{x:.0f}px, y %{y:.0f}px<br>value %{z:.4g}<extra></extra>",
         )
-        title = f"Height field of relative inverse depth (higher is nearer), {cols}×{rows} grid"
+        title = f"Relative inverse depth as height (higher is nearer) · {cols}×{rows} grid"
         scene = {
             "xaxis_title": "x (px)",
             "yaxis_title": "y (px)",
-            "zaxis_title": "relative inverse depth",
+            "zaxis_title": "value",
             "aspectmode": "manual",
             "aspectratio": {"x": 1.0, "y": rows / cols, "z": 0.35},
+            "camera": {"eye": {"x": 0.2, "y": -1.15, "z": 0.75}},
         }
     fig = go.Figure(trace)
-    fig.update_layout(title={"text": title, "font": {"size": 13}}, scene=scene, margin={"l": 0, "r": 0, "t": 36, "b": 0})
+    fig.update_layout(
+        title={"text": title, "font": {"size": 13}}, scene=scene, margin={"l": 0, "r": 0, "t": 36, "b": 0}, height=480
+    )
     return fig
 
 

@@ -315,17 +315,19 @@ def build(ctx: AppContext) -> None:
                 label="Image / depth", interactive=False, type="numpy", max_height=520, elem_id="depth-slider"
             )
             timing = gr.Markdown(elem_id="depth-timing")
-            with gr.Row():
-                with gr.Column():
-                    pick = gr.Image(
-                        label="Click the depth map to read a value",
-                        interactive=False,
-                        type="numpy",
-                        height=300,
-                        elem_id="depth-pick",
-                    )
-                    readout = gr.Markdown("Click the map to read a value.", elem_id="depth-readout")
-                plot = gr.Plot(label="3D view", elem_id="depth-plot")
+            with gr.Row(equal_height=False):
+                pick = gr.Image(
+                    label="Click the depth map to read a value",
+                    interactive=False,
+                    type="numpy",
+                    format="png",
+                    # No fixed height: with one, clicks on this gradio version do not reach .select.
+                    buttons=["fullscreen"],
+                    elem_id="depth-pick",
+                    scale=3,
+                )
+                readout = gr.Markdown("Click the map to read a value.", elem_id="depth-readout")
+            plot = gr.Plot(label="3D view (drag to rotate, scroll to zoom)", elem_id="depth-plot")
             files = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="depth-files")
             with gr.Accordion("Summary (JSON)", open=False):
                 stats = gr.JSON(label="Summary", elem_id="depth-stats")
