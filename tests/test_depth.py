@@ -73,7 +73,7 @@ def test_png16_round_trip_recovers_floats_and_keeps_order(tmp_path: Path) -> Non
 
 def test_app_downloads_round_trip(relative_run: tuple[list[str], dict, str, dict]) -> None:
     files, stats, _, _ = relative_run
-    colour, png16, side, npy, ply = files
+    colour, png16, side, npy, _ply = files
     floats = np.load(npy)
     assert floats.dtype == np.float32 and floats.shape == (300, 451)
     restored = dx.read_png16(Path(png16), Path(side))
@@ -124,7 +124,7 @@ def test_colormap_and_invert_rerender_without_calling_the_model(
     seen = {}
     for cmap in ("Spectral_r", "inferno", "turbo", "viridis", "gray"):
         for invert in (False, True):
-            slider, pick, fig, files, meaning, state = depth.render(state, cmap, invert, 60)
+            slider, pick, fig, files, _meaning, state = depth.render(state, cmap, invert, 60)
             assert slider[1].shape == (90, 120, 3) and np.array_equal(slider[1], pick)
             assert Path(files[0]).exists() and cmap in Path(files[0]).name
             assert fig.data  # a 3D trace is drawn
