@@ -140,9 +140,7 @@ def main() -> None:
     # On a shared CPU the forward time drifts between calls; dividing each call by the forward
     # timed inside that same call removes the drift from the overhead estimate.
     print(f"paired handler/forward = {med(paired_handler):.3f}   paired client/forward = {med(paired_client):.3f}")
-    print(
-        f"overhead ms: handler - raw = {handler_ms - raw_ms:.0f}, client - handler = {client_ms - handler_ms:.0f}"
-    )
+    print(f"overhead ms: handler - raw = {handler_ms - raw_ms:.0f}, client - handler = {client_ms - handler_ms:.0f}")
 
 
 if __name__ == "__main__":

@@ -139,7 +139,9 @@ def _ply_file(state: dict[str, Any], fov: float) -> str:
     return str(path)
 
 
-def _files(state: dict[str, Any], colormap: str, invert: bool, fov: float, colour: np.ndarray | None = None) -> list[str]:
+def _files(
+    state: dict[str, Any], colormap: str, invert: bool, fov: float, colour: np.ndarray | None = None
+) -> list[str]:
     return [
         _colour_file(state, colormap, invert, colour),
         state["png16"],
@@ -299,7 +301,9 @@ def build(ctx: AppContext) -> None:
             model = gr.Dropdown(model_choices(), value=DEFAULTS["depth"], label="Model", elem_id="depth-model")
             run = gr.Button("Estimate depth", variant="primary", elem_id="depth-run")
             examples = gr.Examples(example_paths(), inputs=[image], label="Examples", elem_id="depth-examples")
-            colormap = gr.Dropdown(list(dx.COLORMAPS), value=dx.DEFAULT_COLORMAP, label="Colormap", elem_id="depth-cmap")
+            colormap = gr.Dropdown(
+                list(dx.COLORMAPS), value=dx.DEFAULT_COLORMAP, label="Colormap", elem_id="depth-cmap"
+            )
             invert = gr.Checkbox(False, label="Invert near/far colours", elem_id="depth-invert")
             fov = gr.Slider(
                 *dx.FOV_RANGE,
@@ -355,11 +359,9 @@ def build(ctx: AppContext) -> None:
     render_inputs = [state, colormap, invert, fov]
     reset = "Click the map to read a value."
 
-    run.click(
-        on_run, run_inputs, run_outputs, api_name="depth", preprocess=False, **MODEL_EVENT
-    ).success(on_render, render_inputs, view_outputs, api_visibility="private", **LIGHT_EVENT).success(
-        lambda: reset, None, readout, api_visibility="private", **LIGHT_EVENT
-    )
+    run.click(on_run, run_inputs, run_outputs, api_name="depth", preprocess=False, **MODEL_EVENT).success(
+        on_render, render_inputs, view_outputs, api_visibility="private", **LIGHT_EVENT
+    ).success(lambda: reset, None, readout, api_visibility="private", **LIGHT_EVENT)
     # Picking an example runs it straight away (same handler, not a second public endpoint).
     examples.load_input_event.then(
         on_run, run_inputs, run_outputs, api_visibility="private", preprocess=False, **MODEL_EVENT
