@@ -36,13 +36,23 @@ def _ultralytics() -> Any:
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ["YOLO_AUTOINSTALL"] = "False"
     os.environ.setdefault("YOLO_VERBOSE", "False")
+    from PIL import Image
+
+    pil_open = Image.open
     try:
         import ultralytics
+        import ultralytics.utils.patches  # noqa: F401 - imported here so its patch is undone below
+        from ultralytics import YOLO  # noqa: F401
         from ultralytics.utils import SETTINGS
     except ImportError as exc:
         raise ModelUnavailable(
             "yolo", "missing_extra", "YOLOv12 needs the optional `yolo` extra: pip install 'vision-playground[yolo]'."
         ) from exc
+    finally:
+        # Importing ultralytics replaces PIL.Image.open process-wide with a wrapper that, on any
+        # unreadable file, tries to pip-install and import pi-heif. That would turn every bad
+        # upload in every tab into an unexpected error; we feed YOLO arrays, so undo the patch.
+        Image.open = pil_open
     if SETTINGS.get("sync", False):
         SETTINGS.update({"sync": False})
     return ultralytics

@@ -35,6 +35,9 @@ BACKGROUND = (255, 255, 255)
 
 # Refuse Pillow's own bomb threshold well above ours: our check runs first, on the header.
 Image.MAX_IMAGE_PIXELS = 2 * MAX_PIXELS
+# Pillow's own open, kept before any library can wrap it (ultralytics replaces Image.open
+# process-wide with a wrapper that tries to install packages when a file is unreadable).
+_PIL_OPEN = Image.open
 
 
 class ImageInputError(InputError):
@@ -177,7 +180,7 @@ def decode_image(
         if unsupported:
             raise ImageInputError(unsupported)
         try:
-            im = Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS))
+            im = _PIL_OPEN(io.BytesIO(data), formats=list(ALLOWED_FORMATS))
         except Image.DecompressionBombError:
             raise ImageInputError(f"The image is too large (max {MAX_PIXELS // 1_000_000} megapixels).") from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError):

@@ -168,7 +168,7 @@ def test_open_vocabulary_tiny(handlers: dict[str, Any], key: str) -> None:
 
 
 def test_yolo_built_from_yaml(ctx: Any, handlers: dict[str, Any]) -> None:
-    pytest.importorskip("ultralytics")
+    import ultralytics  # noqa: F401 - the yolo extra is part of the test install
     with ctx.use("yolov12n") as bundle:
         assert bundle.class_names[0] == "person" and len(bundle.class_names) == 80
     payload, annotated = handlers["api"](CAT, "yolov12n", 0.0, 0.7, "")
@@ -257,3 +257,19 @@ def test_browser_detects_an_example(page: Any, app_url: str, artifacts: Path) ->
     assert "rf-detr-medium" in page.locator("#detect-info").inner_text()
     page.locator("#detect-chart .js-plotly-plot, #detect-chart .plotly").first.wait_for(timeout=60_000)
     page.locator("#detect-info").get_by_text("tiny random weights").wait_for()
+
+
+def test_importing_ultralytics_leaves_pil_open_alone(tmp_path):
+    """Ultralytics patches PIL.Image.open globally; bad uploads in every tab must still get their message."""
+    from PIL import Image
+
+    from model_loaders.yolo import _ultralytics
+    from tabs._image import ImageInputError, decode_image
+
+    before = Image.open
+    _ultralytics()
+    assert Image.open is before
+    bad = tmp_path / "x.png"
+    bad.write_bytes(b"hello" * 10)
+    with pytest.raises(ImageInputError, match="not a readable image"):
+        decode_image({"path": str(bad)})
