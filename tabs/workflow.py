@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 TITLE = "Workflow"
 DEFAULT_DETECTOR = "owlv2-base"
-DEFAULT_VLM = "qwen2.5-vl-3b"
+DEFAULT_VLM = "qwen3-vl-2b"  # Apache-2.0, answers in JSON, small enough for a CPU
 DEFAULT_CLASSES = "book"
 DEFAULT_PADDING = 8
 MAX_PADDING = 256
