@@ -90,7 +90,7 @@ def match_boxes(a: Any, b: Any, iou_threshold: float = IOU_THRESHOLD) -> list[tu
     # Maximise total IoU over pairs that clear the threshold; the rest cost nothing.
     gain = np.where(iou >= iou_threshold, iou, 0.0)
     rows, cols = linear_sum_assignment(gain, maximize=True)
-    pairs = [(int(r), int(c), float(iou[r, c])) for r, c in zip(rows, cols) if gain[r, c] > 0]
+    pairs = [(int(r), int(c), float(iou[r, c])) for r, c in zip(rows, cols, strict=False) if gain[r, c] > 0]
     return sorted(pairs)
 
 

@@ -14,9 +14,9 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
-from typing import Any, Hashable
+from typing import Any
 
 from model_loaders.errors import ModelUnavailable
 

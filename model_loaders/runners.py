@@ -92,7 +92,7 @@ def run_model(ctx: Any, key: str, run: BundleRun, timings: Timings | None = None
     spec = get_spec(key)
     with ctx.use(key, timings) as bundle:
         result = run(bundle, spec, timings)
-    if hasattr(result, "metadata") and isinstance(getattr(result, "metadata"), dict):
+    if hasattr(result, "metadata") and isinstance(result.metadata, dict):
         result.metadata.setdefault("model", key)
         result.metadata["timings"] = timings.as_dict()
     return result

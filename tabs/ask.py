@@ -292,7 +292,7 @@ def build(ctx: AppContext) -> None:
         api_button = gr.Button("ask")
 
     @user_errors
-    def ask_api(img: Any, key: Any, prompt: Any, schema_in: Any) -> tuple[str, Any, Any]:
+    def ask_api(image: Any, model: Any, prompt: Any, schema: Any) -> tuple[str, Any, Any]:
         """Ask a model about an image.
 
         For Florence-2 the prompt is a task token, optionally followed by a phrase
@@ -300,8 +300,8 @@ def build(ctx: AppContext) -> None:
         Returns the answer text, the parsed boxes (original image pixels, or an error) and the
         structured JSON with its validity when a schema (JSON Schema text or a preset name) is given.
         """
-        schema = load_schema(clean_text(schema_in, "JSON schema", 20_000) or None)
-        spec = get_spec(str(key or ""))
+        schema = load_schema(clean_text(schema, "JSON schema", 20_000) or None)
+        spec = get_spec(str(model or ""))
         text = clean_text(prompt, "Prompt", MAX_QUESTION_CHARS, required=spec.family != "florence2", truncate=True)
         task_label, phr = "", ""
         if spec.family == "florence2":
@@ -312,7 +312,7 @@ def build(ctx: AppContext) -> None:
             if TASKS_BY_TOKEN[token].needs_region:
                 raise InputError("Region tasks need a drawn region: use the Ask tab.")
         final = None
-        for _, chunk, decoded in run_ask(ctx, img, key, text, [], task_label=task_label, phrase=phr, schema=schema):
+        for _, chunk, decoded in run_ask(ctx, image, model, text, [], task_label=task_label, phrase=phr, schema=schema):
             if chunk.result is not None:
                 final = (chunk, decoded)
         assert final is not None

@@ -19,7 +19,7 @@ from model_loaders import agreement, runners
 from model_loaders.adapters import availability
 from model_loaders.context import AppContext
 from model_loaders.errors import InputError
-from model_loaders.registry import DEFAULTS, get_spec, specs_for_task
+from model_loaders.registry import DEFAULTS, specs_for_task
 from model_loaders.specs import TASKS, ModelSpec
 from tabs._errors import user_errors
 from tabs._events import LIGHT_EVENT, MODEL_EVENT
@@ -467,7 +467,9 @@ def build(ctx: AppContext) -> None:
         return (current + "; " if current else "") + f"{x}, {y}"
 
     @user_errors
-    def api_compare(img: Any, t: Any, keys: Any, prompt: Any, conf: Any, pts: Any) -> dict[str, Any]:
+    def api_compare(
+        image: Any, task: Any, models: Any, prompt: Any, confidence: Any, points: Any
+    ) -> dict[str, Any]:
         """Compare 2-4 models of one task on an image.
 
         ``models`` is a comma-separated list of model keys; ``prompt`` is the classes (detect) or the
@@ -475,8 +477,9 @@ def build(ctx: AppContext) -> None:
         (boxes in original-image pixels), timings, licences and the pairwise agreement matrix.
         """
         prompt_text = prompt if prompt is not None else ""
-        question = prompt_text if str(t) == "ask" and str(prompt_text).strip() else "Describe the image."
-        cmp = run_compare(ctx, img, t, keys, prompt_text if t == "detect" else "", conf, pts, question)
+        question = prompt_text if str(task) == "ask" and str(prompt_text).strip() else "Describe the image."
+        classes = prompt_text if task == "detect" else ""
+        cmp = run_compare(ctx, image, task, models, classes, confidence, points, question)
         return api_payload(ctx, cmp)
 
     run_btn.click(on_compare, [image, task, models, classes, confidence, points, question],

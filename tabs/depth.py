@@ -337,9 +337,9 @@ def build(ctx: AppContext) -> None:
                 stats = gr.JSON(label="Summary", elem_id="depth-stats")
 
     @user_errors
-    def on_run(img: Any, key: Any, cmap: Any, inv: Any, fv: Any) -> tuple[Any, ...]:
+    def on_run(image: Any, model: Any, colormap: Any, invert: Any, fov_degrees: Any) -> tuple[Any, ...]:
         """Estimate depth for an image; returns the downloads, summary stats and timing line."""
-        return compute(ctx, img, key, cmap, inv, fv)
+        return compute(ctx, image, model, colormap, invert, fov_degrees)
 
     @user_errors
     def on_render(st: dict[str, Any] | None, cmap: Any, inv: Any, fv: Any) -> tuple[Any, ...]:

@@ -348,7 +348,7 @@ def draw_prompts(image: np.ndarray, prompts: Prompts) -> np.ndarray:
         cx, cy = (round(v) for v in prompts.corner)
         cv2.drawMarker(out, (cx, cy), (255, 255, 255), cv2.MARKER_CROSS, r * 4, thick + 2)
         cv2.drawMarker(out, (cx, cy), (30, 144, 255), cv2.MARKER_CROSS, r * 4, thick)
-    for (x, y), label in zip(prompts.points, prompts.labels):
+    for (x, y), label in zip(prompts.points, prompts.labels, strict=False):
         centre = (round(x), round(y))
         colour = (40, 200, 60) if label == 1 else (230, 40, 40)
         cv2.circle(out, centre, r + thick, (255, 255, 255), -1)
@@ -486,7 +486,7 @@ def export(session: SegmentSession) -> list[str]:
         "categories": [{"id": 1, "name": "object"}],
         "annotations": [
             coco_annotation(i + 1, m, o.score, {"model": o.model, "prompts": _prompts_original(image, o.prompts)})
-            for i, (o, m) in enumerate(zip(objects, masks))
+            for i, (o, m) in enumerate(zip(objects, masks, strict=False))
         ],
     }
     json_path.write_text(json.dumps(doc))

@@ -313,13 +313,15 @@ def build(ctx: AppContext) -> None:
         return wf.schema_json(wf.SCHEMA_PRESETS.get(str(name), wf.BOOK_SCHEMA))
 
     @user_errors
-    def api_workflow(img: Any, det: Any, cls: Any, conf: Any, pad: Any, model: Any, sch: Any) -> dict[str, Any]:
+    def api_workflow(
+        image: Any, detector: Any, classes: Any, confidence: Any, padding: Any, vlm: Any, schema: Any
+    ) -> dict[str, Any]:
         """Detect, crop, ask a VLM for JSON matching the schema, validate.
 
         Returns the run info and one row per kept detection: box and crop box (original-image
         pixels), parsed fields, a validity flag, the error and the raw VLM text.
         """
-        return api_rows(run_workflow(ctx, img, det, cls, conf, pad, model, sch))
+        return api_rows(run_workflow(ctx, image, detector, classes, confidence, padding, vlm, schema))
 
     view = [annotated, crops, table, status]
     inputs = [image, detector, classes, confidence, padding, vlm, schema]

@@ -61,7 +61,7 @@ def test_comparison_larger_than_the_budget_completes_by_evicting_between_runs(al
         # while a model runs it is the only one in memory, and it is pinned
         assert resident == [(key, True)]
     assert [(str(i.key), i.pinned) for i in ctx.cache.snapshot()] == [(KEYS[-1], False)], "nothing stays pinned"
-    assert all(r.timings.model == k for r, k in zip(runs, KEYS))
+    assert all(r.timings.model == k for r, k in zip(runs, KEYS, strict=False))
 
 
 def test_models_that_fit_stay_cached_and_a_second_comparison_loads_nothing(all_available):

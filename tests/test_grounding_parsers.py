@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from model_loaders.errors import InputError
 from model_loaders.grounding import (
     box_to_florence_locs,
     detections_to_json,
@@ -18,7 +19,6 @@ from model_loaders.grounding import (
     parse_qwen,
 )
 from model_loaders.structured import PRESETS, extract_json, load_schema, validate_answer
-from model_loaders.errors import InputError
 
 
 def boxes(g):  # noqa: ANN001, ANN201 - tiny helper

@@ -9,8 +9,8 @@ import pytest
 
 from model_loaders import adapters
 from model_loaders.adapters import availability
-from model_loaders.registry import DEFAULTS, REGISTRY, _build, get_spec, specs_for_task
 from model_loaders.errors import ModelUnavailable
+from model_loaders.registry import DEFAULTS, REGISTRY, _build, get_spec, specs_for_task
 from model_loaders.specs import TASKS
 
 SHA = re.compile(r"^[0-9a-f]{40}$")

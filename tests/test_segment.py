@@ -224,7 +224,8 @@ def test_embedding_cache_is_bounded() -> None:
     import torch
 
     cache = sam2.EmbeddingCache(max_items=2, max_bytes=10 * 2**20)
-    mk = lambda d, n: sam2.ImageEmbedding(KEY, d, [torch.zeros(n)], (1, 1))
+    def mk(d, n):
+        return sam2.ImageEmbedding(KEY, d, [torch.zeros(n)], (1, 1))
     cache.put(mk("a", 10))
     cache.put(mk("b", 10))
     cache.put(mk("c", 10))
