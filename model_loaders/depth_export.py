@@ -16,9 +16,6 @@ import functools
 import json
 import logging
 import math
-import shutil
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +34,6 @@ PLOT_MAX_SIDE = 128  # the in-browser 3D view stays responsive at ~12k points
 DEFAULT_FOV_DEG = 60.0
 FOV_RANGE = (20.0, 150.0)
 PNG16_MAX = 65535
-OUTPUT_MAX_AGE_S = 3600.0  # exported files older than this are removed on the next export
 
 KIND_TEXT: dict[str, str] = {
     "relative_inverse": "relative inverse depth (disparity): larger is nearer, unitless",
@@ -377,21 +373,3 @@ def figure_3d(
         title={"text": title, "font": {"size": 13}}, scene=scene, margin={"l": 0, "r": 0, "t": 36, "b": 0}, height=480
     )
     return fig
-
-
-def new_output_dir(prefix: str = "vp-depth-") -> Path:
-    """A fresh folder for one request's files; folders older than an hour are removed first.
-
-    Files live under the system temp folder, which Gradio may serve, and never in per-user
-    module state.
-    """
-    root = Path(tempfile.gettempdir()) / "vp-depth"
-    root.mkdir(parents=True, exist_ok=True)
-    cutoff = time.time() - OUTPUT_MAX_AGE_S
-    for child in root.iterdir():
-        try:
-            if child.is_dir() and child.stat().st_mtime < cutoff:
-                shutil.rmtree(child, ignore_errors=True)
-        except OSError:  # another request removed it first
-            continue
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=root))

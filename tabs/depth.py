@@ -26,6 +26,7 @@ from model_loaders.specs import ModelSpec
 from tabs._errors import user_errors
 from tabs._events import LIGHT_EVENT, MODEL_EVENT
 from tabs._examples import example_paths
+from tabs._files import request_dir
 from tabs._image import decode_image
 from tabs._validate import finite_number
 
@@ -198,7 +199,7 @@ def compute(
             notes.append("the image is a single flat colour, so there is no depth to see")
         if flat:
             notes.append("the depth map is flat (one value everywhere): nothing to tell apart")
-        out_dir = dx.new_output_dir()
+        out_dir = request_dir("depth")
         stem = _stem(image)
         q = dx.quantise16(depth)
         meta = dx.sidecar(q, kind, spec.key, decoded.size)

@@ -10,12 +10,8 @@ detections JSON + annotated image.
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -31,6 +27,7 @@ from model_loaders.specs import ModelSpec
 from tabs._errors import user_errors
 from tabs._events import LIGHT_EVENT, MODEL_EVENT
 from tabs._examples import example_paths
+from tabs._files import request_dir
 from tabs._image import decode_image
 from tabs._validate import clean_text, finite_number
 
@@ -43,8 +40,6 @@ CONF_DEFAULT = 0.25
 IOU_DEFAULT = 0.7
 MAX_PROMPT_CHARS = 10_000
 TABLE_HEADERS = ["class", "score", "x1", "y1", "x2", "y2"]
-_EXPORT_ROOT = Path(tempfile.gettempdir()) / "vp-detect"
-_EXPORT_MAX_AGE_S = 3600
 
 
 @dataclass
@@ -230,9 +225,7 @@ def counts_figure(counts: dict[str, int], classes: tuple[str, ...]) -> Any:
 
 def write_exports(run: RawRun, rendered: Rendered) -> list[str]:
     """Write detections.json, detections.csv and detections_coco.json; return their paths."""
-    _clean_old_exports()
-    folder = _EXPORT_ROOT / uuid.uuid4().hex
-    folder.mkdir(parents=True)
+    folder = request_dir("detect")
     w, h = run.original_size
     coco_classes = run.classes
     files = {
@@ -243,18 +236,6 @@ def write_exports(run: RawRun, rendered: Rendered) -> list[str]:
     for name, text in files.items():
         (folder / name).write_text(text, encoding="utf-8")
     return [str(folder / n) for n in files]
-
-
-def _clean_old_exports() -> None:
-    if not _EXPORT_ROOT.is_dir():
-        return
-    cutoff = time.time() - _EXPORT_MAX_AGE_S
-    for d in _EXPORT_ROOT.iterdir():
-        try:
-            if d.is_dir() and d.stat().st_mtime < cutoff:
-                shutil.rmtree(d, ignore_errors=True)
-        except OSError:
-            continue
 
 
 def _table(records: list[dict[str, Any]]) -> list[list[Any]]:

@@ -15,9 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import uuid
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -32,6 +30,7 @@ from model_loaders.results import Timings
 from tabs._errors import user_errors
 from tabs._events import LIGHT_EVENT, MODEL_EVENT
 from tabs._examples import example_paths
+from tabs._files import request_dir
 from tabs._image import DecodedImage, decode_image
 from tabs._validate import finite_number
 
@@ -417,15 +416,6 @@ def render(ctx: AppContext, session: SegmentSession) -> tuple[Any, ...]:
 # --- downloads --------------------------------------------------------------------------------
 
 
-def _out_dir() -> Path:
-    # Gradio's temp folder, one fresh directory per export (never shared names between users).
-    from gradio.utils import get_upload_folder
-
-    d = Path(get_upload_folder()) / "segment-exports" / uuid.uuid4().hex
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-
 def _prompts_original(image: DecodedImage, prompts: Prompts) -> dict[str, Any]:
     pts = [[round(v, 2) for v in image.to_original(x, y)] for x, y in prompts.points]
     box = None
@@ -476,7 +466,7 @@ def export(session: SegmentSession) -> list[str]:
             log.info("original image no longer readable; cut-out uses the working size")
     if original is None or original.shape[1::-1] != size:
         original = np.asarray(image.pil().resize(size, Image.Resampling.LANCZOS)) if image.scale != 1.0 else image.array
-    out = _out_dir()
+    out = request_dir("segment")
     mask_path, cut_path, json_path = out / "mask.png", out / "cutout.png", out / "objects_coco_rle.json"
     Image.fromarray(np.where(union, 255, 0).astype(np.uint8), mode="L").save(mask_path, optimize=False)
     Image.fromarray(cutout(original, union), mode="RGBA").save(cut_path)

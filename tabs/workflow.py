@@ -9,12 +9,7 @@ the crops; the results stay in this session's ``gr.State``.
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
-import time
-import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -32,6 +27,7 @@ from model_loaders.specs import ModelSpec
 from tabs._errors import user_errors
 from tabs._events import LIGHT_EVENT, MODEL_EVENT
 from tabs._examples import ASSETS
+from tabs._files import request_dir
 from tabs._image import DecodedImage, decode_image
 from tabs._validate import clean_text, finite_number
 from tabs.compare import draw_detections
@@ -47,8 +43,6 @@ MAX_PADDING = 256
 MAX_CLASSES_CHARS = 500
 MAX_NEW_TOKENS = 128
 EXAMPLES = [[str(ASSETS / "books-desk.jpg"), DEFAULT_DETECTOR, DEFAULT_CLASSES, "book"]]
-_EXPORT_ROOT = Path(tempfile.gettempdir()) / "vp-workflow"
-_EXPORT_MAX_AGE_S = 3600
 PIPELINE = (
     "**Pipeline:** ① detect (model + class filter or open-vocabulary words) → ② merge overlapping "
     "duplicates → ③ crop with padding → ④ VLM answers with JSON for your schema → ⑤ validate each answer"
@@ -197,25 +191,11 @@ def rerun_row(ctx: AppContext, run: WorkflowRun, index: Any, max_new_tokens: int
 
 def write_exports(run: WorkflowRun) -> list[str]:
     """Write results.json and results.csv (boxes in original-image pixels); return their paths."""
-    _clean_old_exports()
-    folder = _EXPORT_ROOT / uuid.uuid4().hex
-    folder.mkdir(parents=True)
+    folder = request_dir("workflow")
     rows = wf.rows_in_original_pixels(run.rows, run.image.scale)
     (folder / "results.json").write_text(wf.rows_to_json(rows, run.info()), encoding="utf-8")
     (folder / "results.csv").write_text(wf.rows_to_csv(rows, run.schema), encoding="utf-8")
     return [str(folder / "results.json"), str(folder / "results.csv")]
-
-
-def _clean_old_exports() -> None:
-    if not _EXPORT_ROOT.is_dir():
-        return
-    cutoff = time.time() - _EXPORT_MAX_AGE_S
-    for d in _EXPORT_ROOT.iterdir():
-        try:
-            if d.is_dir() and d.stat().st_mtime < cutoff:
-                shutil.rmtree(d, ignore_errors=True)
-        except OSError:
-            continue
 
 
 def views(ctx: AppContext, run: WorkflowRun) -> tuple[Any, ...]:
