@@ -35,11 +35,8 @@ QWEN_SPECIAL = (
     "<|video_pad|>",
 )
 
-# Qwen2-VL / Qwen2.5-VL / Qwen3-VL chat template (images and text in user turns).
-QWEN_CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}"
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+# Qwen-VL chat turns (images and text in user turns), shared by Qwen2.5-VL and Qwen3-VL.
+_QWEN_TURNS = (
     "<|im_start|>{{ message['role'] }}\n"
     "{% if message['content'] is string %}{{ message['content'] }}"
     "{% else %}{% for content in message['content'] %}"
@@ -50,18 +47,15 @@ QWEN_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
-# Qwen3-VL chat template: like Qwen2.5-VL's, but no default system turn is added.
-QWEN3_CHAT_TEMPLATE = (
+# Qwen2-VL / Qwen2.5-VL: a default system turn when the conversation has none.
+QWEN_CHAT_TEMPLATE = (
     "{% for message in messages %}"
-    "<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for content in message['content'] %}"
-    "{% if content['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}<|im_end|>\n"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}" + _QWEN_TURNS
 )
+
+# Qwen3-VL: the same turns, no default system turn.
+QWEN3_CHAT_TEMPLATE = "{% for message in messages %}" + _QWEN_TURNS
 
 # SmolVLM / Idefics3 style template.
 SMOLVLM_CHAT_TEMPLATE = (

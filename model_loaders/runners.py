@@ -50,6 +50,24 @@ class ModelRun:
         return not self.error
 
 
+def checked_spec(key: str, task: str, weights: str, what: str = "") -> ModelSpec:
+    """The spec of a user-picked ``key`` that can do ``task`` and run here.
+
+    Raises:
+        InputError: unknown model, a model that cannot do ``task``, or one that cannot run here.
+    """
+    try:
+        spec = get_spec(key)
+    except ModelUnavailable as exc:
+        raise InputError(exc.message) from None
+    if task not in spec.tasks:
+        raise InputError(f"{spec.name} cannot {task}: pick {what or f'models of the {task} task'}.")
+    avail = availability(spec, weights)  # type: ignore[arg-type]
+    if not avail.ok:
+        raise InputError(avail.reason)
+    return spec
+
+
 def check_compare_keys(task: str, keys: Sequence[str] | None, weights: str) -> list[ModelSpec]:
     """Validate a comparison request before anything loads.
 
@@ -69,15 +87,7 @@ def check_compare_keys(task: str, keys: Sequence[str] | None, weights: str) -> l
         raise InputError(f"Each model can be picked once: {', '.join(dupes)} is listed twice.")
     specs: list[ModelSpec] = []
     for key in keys:
-        try:
-            spec = get_spec(key)
-        except ModelUnavailable as exc:
-            raise InputError(exc.message) from None
-        if task not in spec.tasks:
-            raise InputError(f"{spec.name} cannot {task}: pick models of the {task} task.")
-        avail = availability(spec, weights)  # type: ignore[arg-type]
-        if not avail.ok:
-            raise InputError(avail.reason)
+        spec = checked_spec(key, task, weights)
         specs.append(spec)
     return specs
 

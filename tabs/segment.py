@@ -245,28 +245,31 @@ def click(
     return session
 
 
+def _step(
+    ctx: AppContext, session: SegmentSession, model_key: str, source: list[Snapshot], target: list[Snapshot]
+) -> SegmentSession:
+    # Move one prompt state from ``source`` to current (current goes to ``target``); the
+    # prediction is re-decoded from the cached embedding before anything changes.
+    state = source[-1]
+    prediction, timing = _predict(ctx, session, model_key, state.prompts)
+    source.pop()
+    target.append(session.state)
+    session.state, session.prediction, session.choice, session.timing = state, prediction, None, timing
+    return session
+
+
 def undo(ctx: AppContext, session: SegmentSession, model_key: str) -> SegmentSession:
     """Restore the previous prompt state (and re-decode it from the cached embedding)."""
     if not session.undo:
         raise InputError("Nothing to undo.")
-    previous = session.undo[-1]
-    prediction, timing = _predict(ctx, session, model_key, previous.prompts)
-    session.undo.pop()
-    session.redo.append(session.state)
-    session.state, session.prediction, session.choice, session.timing = previous, prediction, None, timing
-    return session
+    return _step(ctx, session, model_key, session.undo, session.redo)
 
 
 def redo(ctx: AppContext, session: SegmentSession, model_key: str) -> SegmentSession:
     """Re-apply the last undone change."""
     if not session.redo:
         raise InputError("Nothing to redo.")
-    following = session.redo[-1]
-    prediction, timing = _predict(ctx, session, model_key, following.prompts)
-    session.redo.pop()
-    session.undo.append(session.state)
-    session.state, session.prediction, session.choice, session.timing = following, prediction, None, timing
-    return session
+    return _step(ctx, session, model_key, session.redo, session.undo)
 
 
 def clear(session: SegmentSession) -> SegmentSession:

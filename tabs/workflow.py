@@ -20,8 +20,8 @@ from model_loaders import runners
 from model_loaders import workflow as wf
 from model_loaders.adapters import availability
 from model_loaders.context import AppContext
-from model_loaders.errors import InputError, ModelUnavailable
-from model_loaders.registry import get_spec, specs_for_task
+from model_loaders.errors import InputError
+from model_loaders.registry import specs_for_task
 from model_loaders.results import Timings
 from model_loaders.specs import ModelSpec
 from tabs._errors import user_errors
@@ -90,17 +90,9 @@ class WorkflowRun:
 def _spec_for(ctx: AppContext, key: Any, task: str, what: str) -> ModelSpec:
     if not isinstance(key, str) or not key:
         raise InputError(f"Please pick a {what}.")
-    try:
-        spec = get_spec(key)
-    except ModelUnavailable as exc:
-        raise InputError(exc.message) from None
-    if task not in spec.tasks:
-        raise InputError(f"{spec.name} cannot {task}: pick a {what}.")
+    spec = runners.checked_spec(key, task, ctx.settings.weights, what=f"a {what}")
     if task == "ask" and spec.family == "florence2":
         raise InputError(f"{spec.name} cannot answer with JSON: pick a chat VLM.")
-    avail = availability(spec, ctx.settings.weights)
-    if not avail.ok:
-        raise InputError(avail.reason)
     return spec
 
 
