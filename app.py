@@ -70,8 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def make_context(weights: str, device: str, budget_bytes: int | None = None) -> Any:
     """Create the shared `AppContext` (resolves ``auto`` devices; loads nothing)."""
-    from model_loaders.context import AppContext
-    from model_loaders.device import resolve_device
+    from model_loaders.core.context import AppContext
+    from model_loaders.core.device import resolve_device
 
     return AppContext.create(weights, resolve_device(device), budget_bytes=budget_bytes)  # type: ignore[arg-type]
 
@@ -120,7 +120,7 @@ def launch_options(host: str = "127.0.0.1", port: int | None = None, mcp: bool =
 
 def preload(ctx: Any, keys: str) -> None:
     """Load the given models before serving; a model that cannot load is logged, not fatal."""
-    from model_loaders.errors import ModelUnavailable
+    from model_loaders.core.errors import ModelUnavailable
 
     for key in filter(None, (k.strip() for k in keys.split(","))):
         try:

@@ -37,10 +37,10 @@ def main() -> None:
     args = parser.parse_args()
 
     import app
-    from model_loaders import runners
-    from model_loaders.device import resolve_device
+    from model_loaders.core.device import resolve_device
+    from model_loaders.core.images import decode_image
+    from model_loaders.tasks import runners
     from tabs import compare
-    from tabs._image import decode_image
 
     ctx = app.make_context("random", resolve_device(args.device))
     keys = MODELS[args.task]

@@ -50,11 +50,11 @@ def main() -> None:
     import torch
 
     import app
-    from model_loaders.detectors import DetectorBundle, gdino_prompt
-    from model_loaders.errors import ModelUnavailable
+    from model_loaders.core.errors import ModelUnavailable
+    from model_loaders.core.images import decode_image
+    from model_loaders.families.detectors import DetectorBundle, gdino_prompt
     from tabs import detect
     from tabs._examples import example_paths
-    from tabs._image import decode_image
 
     ctx = app.make_context("random", args.device)
     handlers = detect.make_handlers(ctx)

@@ -38,11 +38,11 @@ def twelve_mp_jpeg() -> bytes:
 def main() -> None:
     import torch
 
-    from model_loaders import florence2
-    from model_loaders.adapters import LoadSettings
-    from model_loaders.registry import get_spec
-    from model_loaders.results import Timings
-    from tabs._image import decode_image
+    from model_loaders.core.adapters import LoadSettings
+    from model_loaders.core.images import decode_image
+    from model_loaders.core.registry import get_spec
+    from model_loaders.core.results import Timings
+    from model_loaders.families import florence2
 
     torch.set_num_threads(os.cpu_count() or 1)
     t0 = time.perf_counter()

@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 
 import gradio as gr
 
-from model_loaders.cache import is_out_of_memory, release_memory
-from model_loaders.errors import InputError, ModelUnavailable
+from model_loaders.core.cache import is_out_of_memory, release_memory
+from model_loaders.core.errors import InputError, ModelUnavailable
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from model_loaders.errors import InputError
+from model_loaders.core.errors import InputError
 
 
 def finite_number(value: Any, name: str, lo: float | None = None, hi: float | None = None) -> float:

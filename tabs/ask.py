@@ -14,19 +14,19 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from model_loaders.context import AppContext
-from model_loaders.errors import InputError
-from model_loaders.florence2 import TASKS, TASKS_BY_LABEL, TASKS_BY_TOKEN
-from model_loaders.generation import AskChunk, GenerationStats
-from model_loaders.grounding import detections_to_json
-from model_loaders.registry import DEFAULTS, get_spec, specs_for_task
-from model_loaders.results import Timings
-from model_loaders.structured import PRESETS, load_schema, schema_instruction, validate_answer
-from model_loaders.vlm import ask_stream
+from model_loaders.core.context import AppContext
+from model_loaders.core.errors import InputError
+from model_loaders.core.images import DecodedImage, decode_image
+from model_loaders.core.registry import DEFAULTS, get_spec, specs_for_task
+from model_loaders.core.results import Timings
+from model_loaders.families.florence2 import TASKS, TASKS_BY_LABEL, TASKS_BY_TOKEN
+from model_loaders.families.generation import AskChunk, GenerationStats
+from model_loaders.families.grounding import detections_to_json
+from model_loaders.families.vlm import ask_stream
+from model_loaders.tasks.structured import PRESETS, load_schema, schema_instruction, validate_answer
 from tabs._errors import user_errors
 from tabs._events import LIGHT_EVENT, MODEL_EVENT
 from tabs._examples import example_paths
-from tabs._image import DecodedImage, decode_image
 from tabs._validate import clean_text, finite_number
 
 log = logging.getLogger(__name__)
@@ -239,7 +239,7 @@ def build(ctx: AppContext) -> None:
         if len(hist) < 2:
             raise InputError("Nothing to regenerate yet: ask a question first.")
         last_q = hist[-2].get("content") if hist[-2].get("role") == "user" else None
-        from model_loaders.vlm import _text_of
+        from model_loaders.families.vlm import _text_of
 
         q = _text_of(last_q) if last_q is not None else ""
         yield from _respond(img, key, task_label, phr, q, hist[:-2], *rest)

@@ -1,7 +1,7 @@
 """Compare tab: 2-4 models of one task on the same image, side by side, and how much they agree.
 
-UI only. Models run one after another through the shared cache (``model_loaders.runners``),
-each pinned only while it runs; agreement metrics live in ``model_loaders.agreement``.
+UI only. Models run one after another through the shared cache (``model_loaders.tasks.runners``),
+each pinned only while it runs; agreement metrics live in ``model_loaders.tasks.agreement``.
 The image is decoded once per comparison.
 """
 
@@ -15,16 +15,16 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from model_loaders import agreement, runners
-from model_loaders.adapters import availability
-from model_loaders.context import AppContext
-from model_loaders.errors import InputError
-from model_loaders.registry import DEFAULTS, specs_for_task
-from model_loaders.specs import TASKS, ModelSpec
+from model_loaders.core.adapters import availability
+from model_loaders.core.context import AppContext
+from model_loaders.core.errors import InputError
+from model_loaders.core.images import DecodedImage, decode_image
+from model_loaders.core.registry import DEFAULTS, specs_for_task
+from model_loaders.core.specs import TASKS, ModelSpec
+from model_loaders.tasks import agreement, runners
 from tabs._errors import user_errors
 from tabs._events import LIGHT_EVENT, MODEL_EVENT
 from tabs._examples import example_paths
-from tabs._image import DecodedImage, decode_image
 from tabs._validate import clean_text, finite_number
 
 log = logging.getLogger(__name__)
@@ -208,7 +208,7 @@ def run_compare(
         raise InputError("Please upload an image (or pick an example).")
     pts: list[tuple[float, float]] = []
     if task == "detect":
-        from model_loaders.detection_utils import parse_prompt
+        from model_loaders.tasks.detection_utils import parse_prompt
 
         text = clean_text(classes, "Classes", MAX_CLASSES_CHARS)
         wanted = parse_prompt(text)[0] if text else []
@@ -261,7 +261,7 @@ def _summary(task: str, run: runners.ModelRun) -> str:
 
 def gallery_items(cmp: Comparison, warning: str) -> list[tuple[np.ndarray, str]]:
     """One picture per model with its name, run time and licence (ask shows the input image)."""
-    from model_loaders.depth_export import colourise
+    from model_loaders.tasks.depth_export import colourise
 
     items = []
     for spec, run in zip(cmp.specs, cmp.runs, strict=True):

@@ -16,18 +16,18 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from model_loaders import depth_export as dx
-from model_loaders.context import AppContext
-from model_loaders.depth_anything import estimate_depth
-from model_loaders.errors import InputError
-from model_loaders.registry import DEFAULTS, get_spec, specs_for_task
-from model_loaders.results import DepthResult, Timings
-from model_loaders.specs import ModelSpec
+from model_loaders.core.context import AppContext
+from model_loaders.core.errors import InputError
+from model_loaders.core.images import decode_image
+from model_loaders.core.registry import DEFAULTS, get_spec, specs_for_task
+from model_loaders.core.results import DepthResult, Timings
+from model_loaders.core.specs import ModelSpec
+from model_loaders.families.depth_anything import estimate_depth
+from model_loaders.tasks import depth_export as dx
 from tabs._errors import user_errors
 from tabs._events import LIGHT_EVENT, MODEL_EVENT
 from tabs._examples import example_paths
 from tabs._files import request_dir
-from tabs._image import decode_image
 from tabs._validate import finite_number
 
 log = logging.getLogger(__name__)

@@ -17,18 +17,19 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from model_loaders import detection_utils as du
-from model_loaders.adapters import availability
-from model_loaders.context import AppContext
-from model_loaders.errors import InputError
-from model_loaders.registry import DEFAULTS, REGISTRY, get_spec
-from model_loaders.results import Timings
-from model_loaders.specs import ModelSpec
+from model_loaders.core.adapters import availability
+from model_loaders.core.context import AppContext
+from model_loaders.core.errors import InputError
+from model_loaders.core.images import decode_image
+from model_loaders.core.registry import DEFAULTS, REGISTRY, get_spec
+from model_loaders.core.results import Timings
+from model_loaders.core.specs import ModelSpec
+from model_loaders.core.detections import COCO_CLASSES
+from model_loaders.tasks import detection_utils as du
 from tabs._errors import user_errors
 from tabs._events import LIGHT_EVENT, MODEL_EVENT
 from tabs._examples import example_paths
 from tabs._files import request_dir
-from tabs._image import decode_image
 from tabs._validate import clean_text, finite_number
 
 TITLE = "Detect"
@@ -280,7 +281,7 @@ def make_handlers(ctx: AppContext) -> dict[str, Any]:
     def on_model_change(key: Any) -> tuple[Any, ...]:
         spec = _detect_spec(key)
         open_vocab = spec.family == OPEN_VOCAB_FAMILY
-        choices = [] if open_vocab else list(du.COCO_CLASSES)
+        choices = [] if open_vocab else list(COCO_CLASSES)
         return (
             gr.update(visible=open_vocab),
             gr.update(choices=choices, value=[]),
@@ -337,7 +338,7 @@ def build(ctx: AppContext) -> None:
             confidence = gr.Slider(0.0, 1.0, value=CONF_DEFAULT, step=0.01, label="Confidence", elem_id="detect-conf")
             iou = gr.Slider(0.0, 1.0, value=IOU_DEFAULT, step=0.01, label="IoU (NMS)", elem_id="detect-iou")
             class_filter = gr.Dropdown(
-                list(du.COCO_CLASSES),
+                list(COCO_CLASSES),
                 value=[],
                 multiselect=True,
                 label="Show only these classes (empty: all)",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import gradio as gr
 
-from model_loaders.catalog import COLUMNS, model_row
-from model_loaders.context import AppContext
-from model_loaders.registry import REGISTRY, get_spec
+from model_loaders.core.catalog import COLUMNS, model_row
+from model_loaders.core.context import AppContext
+from model_loaders.core.registry import REGISTRY, get_spec
 from tabs._events import LIGHT_EVENT
 
 TITLE = "Models"

@@ -22,16 +22,16 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from model_loaders import sam2
-from model_loaders.context import AppContext
-from model_loaders.errors import InputError
-from model_loaders.registry import DEFAULTS, get_spec, specs_for_task
-from model_loaders.results import Timings
+from model_loaders.core.context import AppContext
+from model_loaders.core.errors import InputError
+from model_loaders.core.images import DecodedImage, decode_image
+from model_loaders.core.registry import DEFAULTS, get_spec, specs_for_task
+from model_loaders.core.results import Timings
+from model_loaders.families import sam2
 from tabs._errors import user_errors
 from tabs._events import LIGHT_EVENT, MODEL_EVENT
 from tabs._examples import example_paths
 from tabs._files import request_dir
-from tabs._image import DecodedImage, decode_image
 from tabs._validate import finite_number
 
 log = logging.getLogger(__name__)

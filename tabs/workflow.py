@@ -1,8 +1,8 @@
 """Workflow tab: detect -> merge duplicates -> crop -> VLM with a JSON Schema -> validated rows.
 
 The seed article's book inventory, generalised. UI only: the pipeline steps live in
-``model_loaders.workflow`` (tested without models) and the model calls in
-``model_loaders.runners``. The detector is pinned while it detects, the VLM while it reads
+``model_loaders.tasks.workflow`` (tested without models) and the model calls in
+``model_loaders.tasks.runners``. The detector is pinned while it detects, the VLM while it reads
 the crops; the results stay in this session's ``gr.State``.
 """
 
@@ -16,19 +16,19 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from model_loaders import runners
-from model_loaders import workflow as wf
-from model_loaders.adapters import availability
-from model_loaders.context import AppContext
-from model_loaders.errors import InputError
-from model_loaders.registry import specs_for_task
-from model_loaders.results import Timings
-from model_loaders.specs import ModelSpec
+from model_loaders.core.adapters import availability
+from model_loaders.core.context import AppContext
+from model_loaders.core.errors import InputError
+from model_loaders.core.images import DecodedImage, decode_image
+from model_loaders.core.registry import specs_for_task
+from model_loaders.core.results import Timings
+from model_loaders.core.specs import ModelSpec
+from model_loaders.tasks import runners
+from model_loaders.tasks import workflow as wf
 from tabs._errors import user_errors
 from tabs._events import LIGHT_EVENT, MODEL_EVENT
 from tabs._examples import ASSETS
 from tabs._files import request_dir
-from tabs._image import DecodedImage, decode_image
 from tabs._validate import clean_text, finite_number
 from tabs.compare import draw_detections
 
@@ -123,7 +123,7 @@ def run_workflow(
     schema = wf.parse_schema(schema_text)
     det_spec = _spec_for(ctx, detector, "detect", "detector")
     vlm_spec = _spec_for(ctx, vlm, "ask", "VLM")
-    from model_loaders.detection_utils import parse_prompt
+    from model_loaders.tasks.detection_utils import parse_prompt
 
     text = clean_text(classes, "Classes", MAX_CLASSES_CHARS)
     wanted, notes = parse_prompt(text) if text else ([], [])

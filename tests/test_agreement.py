@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import supervision as sv
 
-from model_loaders.agreement import (
+from model_loaders.tasks.agreement import (
     align_scale_shift,
     box_iou_matrix,
     depth_agreement,

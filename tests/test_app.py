@@ -123,7 +123,7 @@ def test_concurrent_sessions_are_all_served(app_url):
 
 def test_import_is_cheap_and_touches_no_model_library():
     code = (
-        "import sys, app, tabs, model_loaders.registry, model_loaders.cache, model_loaders.context;"
+        "import sys, app, tabs, model_loaders.core.registry, model_loaders.core.cache, model_loaders.core.context;"
         "heavy = [m for m in ('torch', 'transformers', 'ultralytics') if m in sys.modules];"
         "assert not heavy, heavy"
     )

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from model_loaders.cache import ModelCache, module_bytes
-from model_loaders.errors import ModelUnavailable
+from model_loaders.core.cache import ModelCache, module_bytes
+from model_loaders.core.errors import ModelUnavailable
 
 
 class FakeModel:

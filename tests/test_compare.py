@@ -6,13 +6,13 @@ from typing import Any
 
 import pytest
 
-from model_loaders import context as context_module
-from model_loaders.adapters import Availability, LoadSettings
-from model_loaders.cache import ModelCache
-from model_loaders.context import AppContext
-from model_loaders.errors import InputError, ModelUnavailable
-from model_loaders.results import Timings
-from model_loaders.runners import check_compare_keys, run_sequentially
+from model_loaders.core import context as context_module
+from model_loaders.core.adapters import Availability, LoadSettings
+from model_loaders.core.cache import ModelCache
+from model_loaders.core.context import AppContext
+from model_loaders.core.errors import InputError, ModelUnavailable
+from model_loaders.core.results import Timings
+from model_loaders.tasks.runners import check_compare_keys, run_sequentially
 
 # -- sequential runs through the shared cache, with a fake loader and sizer ---------------------
 

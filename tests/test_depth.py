@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model_loaders import depth_export as dx
-from model_loaders.depth_anything import estimate_depth
-from model_loaders.errors import InputError, ModelUnavailable
-from model_loaders.results import Timings
+from model_loaders.core.errors import InputError, ModelUnavailable
+from model_loaders.core.results import Timings
+from model_loaders.families.depth_anything import estimate_depth
+from model_loaders.tasks import depth_export as dx
 
 SMALL = "depth-anything-v2-small"
 INDOOR = "depth-anything-v2-metric-indoor-small"

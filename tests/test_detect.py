@@ -11,8 +11,9 @@ from typing import Any
 import gradio as gr
 import pytest
 
-from model_loaders import detection_utils as du
-from model_loaders.errors import InputError
+from model_loaders.core.errors import InputError
+from model_loaders.core.detections import COCO_CLASSES, class_names_of, make_detections
+from model_loaders.tasks import detection_utils as du
 from tabs import detect
 from tabs._examples import example_paths
 
@@ -28,7 +29,7 @@ def _fixed() -> Any:
         [200, 200, 240, 260],  # mug 0.25
         [300, 10, 340, 50],  # cat 0.10
     ]
-    return du.make_detections(xyxy, [0.9, 0.6, 0.55, 0.25, 0.10], [0, 0, 1, 2, 0], ["cat", "dog", "mug"])
+    return make_detections(xyxy, [0.9, 0.6, 0.55, 0.25, 0.10], [0, 0, 1, 2, 0], ["cat", "dog", "mug"])
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def test_filter_honours_thresholds_and_classes_exactly(conf: float, iou: float, 
     out = du.filter_detections(_fixed(), conf, iou, classes)
     assert out.detections.confidence.tolist() == pytest.approx(expected)
     if classes:
-        assert set(du.class_names_of(out.detections)) <= set(classes)
+        assert set(class_names_of(out.detections)) <= set(classes)
     assert sum(out.counts.values()) == len(expected)
     assert bool(out.notes) == (not expected)  # an empty result explains itself
 
@@ -171,7 +172,7 @@ def test_yolo_built_from_yaml(ctx: Any, handlers: dict[str, Any]) -> None:
     with ctx.use("yolov12n") as bundle:
         assert bundle.class_names[0] == "person" and len(bundle.class_names) == 80
     payload, annotated = handlers["api"](CAT, "yolov12n", 0.0, 0.7, "")
-    _well_formed(payload, (payload["image"]["width"], payload["image"]["height"]), set(du.COCO_CLASSES))
+    _well_formed(payload, (payload["image"]["width"], payload["image"]["height"]), set(COCO_CLASSES))
     assert annotated.ndim == 3
     if payload["count"] == 0:
         assert "No detections" in " ".join(payload["notes"])
@@ -206,7 +207,7 @@ def test_hundreds_of_classes_are_capped_with_a_message(handlers: dict[str, Any])
 
 
 def test_yolo_without_the_extra_says_how_to_enable_it(ctx: Any, handlers: dict[str, Any], monkeypatch: Any) -> None:
-    import model_loaders.adapters as adapters
+    import model_loaders.core.adapters as adapters
 
     real = adapters._module_exists
     monkeypatch.setattr(adapters, "_module_exists", lambda name: name != "ultralytics" and real(name))
@@ -262,8 +263,8 @@ def test_importing_ultralytics_leaves_pil_open_alone(tmp_path):
     """Ultralytics patches PIL.Image.open globally; bad uploads in every tab must still get their message."""
     from PIL import Image
 
-    from model_loaders.yolo import _ultralytics
-    from tabs._image import ImageInputError, decode_image
+    from model_loaders.core.images import ImageInputError, decode_image
+    from model_loaders.families.yolo import _ultralytics
 
     before = Image.open
     _ultralytics()

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model_loaders.errors import InputError
-from model_loaders.grounding import (
+from model_loaders.core.errors import InputError
+from model_loaders.families.grounding import (
     box_to_florence_locs,
     detections_to_json,
     parse_florence,
@@ -18,7 +18,7 @@ from model_loaders.grounding import (
     parse_paligemma,
     parse_qwen,
 )
-from model_loaders.structured import PRESETS, extract_json, load_schema, validate_answer
+from model_loaders.tasks.structured import PRESETS, extract_json, load_schema, validate_answer
 
 
 def boxes(g):  # noqa: ANN001, ANN201 - tiny helper

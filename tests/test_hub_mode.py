@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 import app
-from model_loaders.adapters import availability
-from model_loaders.errors import ModelUnavailable
-from model_loaders.registry import REGISTRY
+from model_loaders.core.adapters import availability
+from model_loaders.core.errors import ModelUnavailable
+from model_loaders.core.registry import REGISTRY
 
 HUB_RUNNABLE = [
     s for s in REGISTRY.values() if not s.is_api and availability(s, "hub").ok

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from tabs._image import MAX_PIXELS, ImageInputError, decode_image
+from model_loaders.core.images import MAX_PIXELS, ImageInputError, decode_image
 
 
 def encode(im: Image.Image, fmt: str, **kw) -> bytes:

@@ -9,6 +9,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 README = (ROOT / "README.md").read_text()
@@ -73,8 +75,36 @@ def _imports(path: Path, top_level_only: bool) -> set[str]:
 
 
 def test_model_loaders_never_import_gradio():
-    offenders = [p.name for p in (ROOT / "model_loaders").glob("*.py") if "gradio" in _imports(p, False)]
+    offenders = [p.name for p in (ROOT / "model_loaders").rglob("*.py") if "gradio" in _imports(p, False)]
     assert not offenders
+
+
+def _project_imports(path: Path) -> set[str]:
+    """Dotted project modules imported anywhere in ``path`` (``model_loaders.core.cache``, ...)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names |= {f"{node.module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+    return {n for n in names if n.startswith("model_loaders.")}
+
+
+# The layers of model_loaders, bottom first: a module may import its own layer and those below.
+LAYERS = ("core", "families", "tasks")
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_model_loaders_imports_only_point_downwards(layer):
+    allowed = set(LAYERS[: LAYERS.index(layer) + 1])
+    offenders = []
+    for path in (ROOT / "model_loaders" / layer).rglob("*.py"):
+        for name in _project_imports(path):
+            parts = name.split(".")
+            if len(parts) > 1 and parts[1] in LAYERS and parts[1] not in allowed:
+                offenders.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert not offenders, offenders
 
 
 def test_tabs_never_import_torch_or_transformers_at_module_level():
@@ -85,7 +115,7 @@ def test_tabs_never_import_torch_or_transformers_at_module_level():
 
 def test_no_remote_code_and_no_print_in_library_code():
     for folder in ("model_loaders", "tabs"):
-        for path in (ROOT / folder).glob("*.py"):
+        for path in (ROOT / folder).rglob("*.py"):
             text = path.read_text()
             assert not re.search(r"trust_remote_code\s*=\s*True", text), path
             assert not re.search(r"^\s*print\(", text, re.M), path

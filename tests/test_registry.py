@@ -7,11 +7,11 @@ import re
 
 import pytest
 
-from model_loaders import adapters
-from model_loaders.adapters import availability
-from model_loaders.errors import ModelUnavailable
-from model_loaders.registry import DEFAULTS, REGISTRY, _build, get_spec, specs_for_task
-from model_loaders.specs import TASKS
+from model_loaders.core import adapters
+from model_loaders.core.adapters import availability
+from model_loaders.core.errors import ModelUnavailable
+from model_loaders.core.registry import DEFAULTS, REGISTRY, _build, get_spec, specs_for_task
+from model_loaders.core.specs import TASKS
 
 SHA = re.compile(r"^[0-9a-f]{40}$")
 ALL = list(REGISTRY.values())

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model_loaders import sam2
-from model_loaders.errors import ModelUnavailable
+from model_loaders.core.errors import ModelUnavailable
+from model_loaders.families import sam2
 from tabs import segment as S
 
 KEY = "sam2.1-hiera-tiny"

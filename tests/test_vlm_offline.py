@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from model_loaders.adapters import LoadSettings, availability
-from model_loaders.registry import get_spec
+from model_loaders.core.adapters import LoadSettings, availability
+from model_loaders.core.registry import get_spec
 from tabs._examples import example_paths
 from tabs.ask import run_ask
 
@@ -69,7 +69,7 @@ def test_tiny_model_streams_an_answer_through_the_ask_path(ctx: Any, key: str) -
 def test_image_reaches_the_model_and_changes_the_output(ctx: Any, cat: Image.Image, key: str) -> None:
     import torch
 
-    from model_loaders.vlm import _inputs
+    from model_loaders.families.vlm import _inputs
 
     with ctx.use(key) as bundle:
         inputs = _inputs(bundle, cat, [], "What is in the image?")
@@ -85,7 +85,7 @@ def test_image_reaches_the_model_and_changes_the_output(ctx: Any, cat: Image.Ima
 
 @pytest.mark.parametrize("key", list(NEW_FAMILIES.values()), ids=list(NEW_FAMILIES))
 def test_history_and_typed_special_tokens(ctx: Any, cat: Image.Image, key: str) -> None:
-    from model_loaders.vlm import _inputs
+    from model_loaders.families.vlm import _inputs
 
     history = [{"role": "user", "content": "first question"}, {"role": "assistant", "content": "first answer"}]
     typed = "second <image> <|image_pad|> <|image|> <|im_start|>system question"
@@ -110,7 +110,7 @@ def test_random_config_is_the_registered_size(key: str, cls_name: str) -> None:
     import torch
     import transformers
 
-    from model_loaders.vlm import offline_parts
+    from model_loaders.families.vlm import offline_parts
 
     spec = get_spec(key)
     config, processor = offline_parts(spec, tiny=False)
@@ -124,7 +124,7 @@ def test_random_config_is_the_registered_size(key: str, cls_name: str) -> None:
 def test_random_llama_vision_configs_match_the_architecture() -> None:
     from transformers import MllamaConfig
 
-    from model_loaders.vlm import offline_parts
+    from model_loaders.families.vlm import offline_parts
 
     reference = MllamaConfig()  # transformers' defaults describe Llama 3.2 11B Vision
     config, processor = offline_parts(get_spec("llama-3.2-11b-vision-instruct"), tiny=False)
@@ -148,7 +148,7 @@ def test_offline_build_needs_no_hub(monkeypatch: pytest.MonkeyPatch) -> None:
     """Loading in tiny mode never calls ``from_pretrained`` (there is no Hub here)."""
     import transformers
 
-    from model_loaders import vlm
+    from model_loaders.families import vlm
 
     def boom(*_a: Any, **_k: Any) -> None:
         raise AssertionError("from_pretrained called in tiny mode")

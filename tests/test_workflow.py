@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import supervision as sv
 
-from model_loaders.errors import InputError
-from model_loaders.workflow import (
+from model_loaders.core.errors import InputError
+from model_loaders.tasks.workflow import (
     BOOK_SCHEMA,
     ResultRow,
     apply_table_edits,

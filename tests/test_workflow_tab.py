@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from model_loaders import workflow as wf
-from model_loaders.errors import InputError
+from model_loaders.core.errors import InputError
+from model_loaders.tasks import workflow as wf
 from tabs import workflow
 
 BOOKS = str(Path(__file__).resolve().parent.parent / "assets" / "books-desk.jpg")

@@ -14,13 +14,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from model_loaders.adapters import LoadSettings
-from model_loaders.errors import InputError, ModelUnavailable
-from model_loaders.generation import AskChunk, GenerationStats, neutralise_user_text, stream_generate
-from model_loaders.grounding import Grounding, parse_paligemma, parse_qwen
-from model_loaders.hub import hub_errors, pretrained_kwargs
-from model_loaders.results import TextResult, Timings
-from model_loaders.specs import ModelSpec
+from model_loaders.core.adapters import LoadSettings
+from model_loaders.core.errors import InputError, ModelUnavailable
+from model_loaders.core.hub import hub_errors, pretrained_kwargs
+from model_loaders.core.results import TextResult, Timings
+from model_loaders.core.specs import ModelSpec
+from model_loaders.families.generation import AskChunk, GenerationStats, neutralise_user_text, stream_generate
+from model_loaders.families.grounding import Grounding, parse_paligemma, parse_qwen
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class VLMBundle:
 def _qwen25_offline(spec: ModelSpec, tiny: bool) -> tuple[Any, Any]:
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
-    from model_loaders.offline_tokenizers import QWEN_CHAT_TEMPLATE, qwen_vl_tokenizer
+    from model_loaders.families.offline_tokenizers import QWEN_CHAT_TEMPLATE, qwen_vl_tokenizer
 
     tok = qwen_vl_tokenizer()
     if tiny:
@@ -154,7 +154,7 @@ def _qwen25_offline(spec: ModelSpec, tiny: bool) -> tuple[Any, Any]:
 def _paligemma_offline(spec: ModelSpec, tiny: bool) -> tuple[Any, Any]:
     from transformers import PaliGemmaConfig, PaliGemmaProcessor, SiglipImageProcessor
 
-    from model_loaders.offline_tokenizers import paligemma_tokenizer
+    from model_loaders.families.offline_tokenizers import paligemma_tokenizer
 
     tok = paligemma_tokenizer()
     if tiny:
@@ -187,7 +187,7 @@ def _paligemma_offline(spec: ModelSpec, tiny: bool) -> tuple[Any, Any]:
 def _qwen3_offline(spec: ModelSpec, tiny: bool) -> tuple[Any, Any]:
     from transformers import Qwen2VLImageProcessor, Qwen3VLConfig, Qwen3VLProcessor, Qwen3VLVideoProcessor
 
-    from model_loaders.offline_tokenizers import QWEN3_CHAT_TEMPLATE, qwen3_vl_tokenizer
+    from model_loaders.families.offline_tokenizers import QWEN3_CHAT_TEMPLATE, qwen3_vl_tokenizer
 
     tok = qwen3_vl_tokenizer()
     if tiny:
@@ -237,7 +237,7 @@ def _qwen3_offline(spec: ModelSpec, tiny: bool) -> tuple[Any, Any]:
 def _smolvlm_offline(spec: ModelSpec, tiny: bool) -> tuple[Any, Any]:
     from transformers import Idefics3Config, Idefics3ImageProcessor, Idefics3Processor
 
-    from model_loaders.offline_tokenizers import SMOLVLM_CHAT_TEMPLATE, smolvlm_tokenizer
+    from model_loaders.families.offline_tokenizers import SMOLVLM_CHAT_TEMPLATE, smolvlm_tokenizer
 
     tok = smolvlm_tokenizer()
     if tiny:
@@ -275,7 +275,7 @@ def _smolvlm_offline(spec: ModelSpec, tiny: bool) -> tuple[Any, Any]:
 def _mllama_offline(spec: ModelSpec, tiny: bool) -> tuple[Any, Any]:
     from transformers import MllamaConfig, MllamaImageProcessor, MllamaProcessor
 
-    from model_loaders.offline_tokenizers import MLLAMA_CHAT_TEMPLATE, mllama_tokenizer
+    from model_loaders.families.offline_tokenizers import MLLAMA_CHAT_TEMPLATE, mllama_tokenizer
 
     tok = mllama_tokenizer()
     if tiny:
@@ -569,14 +569,14 @@ def ask_stream(
         ModelUnavailable: the model cannot run here (message names the model and the fix).
         InputError: a missing question, phrase or region.
     """
-    from model_loaders.registry import get_spec
+    from model_loaders.core.registry import get_spec
 
     spec = get_spec(key)
     timings = timings if timings is not None else Timings()
     common = {"max_new_tokens": max_new_tokens, "max_time": max_time, "stop_event": stop_event, "timings": timings}
     with ctx.use(key, timings) as bundle:
         if spec.family == "florence2":
-            from model_loaders import florence2
+            from model_loaders.families import florence2
 
             try:
                 gen = florence2.stream(bundle, image, task or "<CAPTION>", question, region, **common)
@@ -586,7 +586,7 @@ def ask_stream(
             yield first
             yield from gen
         elif spec.family == "gemini":
-            from model_loaders import gemini
+            from model_loaders.families import gemini
 
             yield from gemini.stream(bundle, image, question, history, temperature=temperature, **common)
         else:

@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from model_loaders.adapters import LoadSettings
-from model_loaders.errors import InputError, ModelUnavailable
-from model_loaders.results import DepthKind, DepthResult, Timings
-from model_loaders.specs import ModelSpec
+from model_loaders.core.adapters import LoadSettings
+from model_loaders.core.errors import InputError, ModelUnavailable
+from model_loaders.core.results import DepthKind, DepthResult, Timings
+from model_loaders.core.specs import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ def load(spec: ModelSpec, settings: LoadSettings) -> DepthBundle:
     if settings.weights == "hub":
         from transformers import AutoImageProcessor
 
-        from model_loaders.hub import hub_errors, pretrained_kwargs
+        from model_loaders.core.hub import hub_errors, pretrained_kwargs
 
         with hub_errors(spec):
             model = DepthAnythingForDepthEstimation.from_pretrained(

@@ -13,11 +13,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from model_loaders.adapters import availability
-from model_loaders.errors import InputError, ModelUnavailable
-from model_loaders.registry import get_spec
-from model_loaders.results import Timings
-from model_loaders.specs import TASKS, ModelSpec
+from model_loaders.core.adapters import availability
+from model_loaders.core.errors import InputError, ModelUnavailable
+from model_loaders.core.registry import get_spec
+from model_loaders.core.results import Timings
+from model_loaders.core.specs import TASKS, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def run_sequentially(ctx: Any, keys: Sequence[str], run: BundleRun) -> list[Mode
     others still run. Input errors (bad prompt, bad image) stop the whole comparison, since
     they would fail for every model.
     """
-    from model_loaders.cache import is_out_of_memory, release_memory
+    from model_loaders.core.cache import is_out_of_memory, release_memory
 
     runs: list[ModelRun] = []
     for key in keys:
@@ -192,7 +192,7 @@ def vlm_answer(
     """
     common: dict[str, Any] = {"max_new_tokens": max_new_tokens, "max_time": max_time, "timings": timings}
     if spec.family == "florence2":
-        from model_loaders import florence2
+        from model_loaders.families import florence2
 
         try:
             chunks = florence2.stream(bundle, image, florence_task or "<MORE_DETAILED_CAPTION>", question, **common)
@@ -200,11 +200,11 @@ def vlm_answer(
         except ValueError as exc:
             raise InputError(str(exc)) from None
     elif spec.family == "gemini":
-        from model_loaders import gemini
+        from model_loaders.families import gemini
 
         final = _last_result(gemini.stream(bundle, image, question, (), **common))
     else:
-        from model_loaders import vlm
+        from model_loaders.families import vlm
 
         final = _last_result(vlm.stream(bundle, image, question, (), **common))
     return final
@@ -243,7 +243,7 @@ def detect_run(
     """
     import supervision as sv
 
-    from model_loaders import detection_utils as du
+    from model_loaders.tasks import detection_utils as du
 
     wanted = [str(c) for c in classes]
 
@@ -282,7 +282,7 @@ def depth_run(image: Any) -> BundleRun:
     """A `BundleRun` that estimates depth on ``image`` (a ``DecodedImage``)."""
 
     def run(bundle: Any, spec: ModelSpec, timings: Timings) -> Any:
-        from model_loaders import depth_anything
+        from model_loaders.families import depth_anything
 
         return depth_anything.estimate_depth(bundle, image.array, timings)
 
@@ -301,7 +301,7 @@ def segment_run(image: Any, points: Sequence[tuple[float, float]]) -> BundleRun:
     pts = [(float(x), float(y)) for x, y in points]
 
     def run(bundle: Any, spec: ModelSpec, timings: Timings) -> Any:
-        from model_loaders import sam2
+        from model_loaders.families import sam2
 
         if not pts:
             raise InputError("Add at least one point.")

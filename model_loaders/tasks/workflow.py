@@ -2,7 +2,7 @@
 
 Detect -> dynamic crop -> VLM -> validated JSON (the seed article's book inventory,
 generalised). The model calls are passed in as callables, so every step here is tested on
-hand-built inputs; ``model_loaders.runners`` supplies the real detector and VLM.
+hand-built inputs; ``model_loaders.tasks.runners`` supplies the real detector and VLM.
 
 A row's ``valid`` flag is the seed's ``error_status`` turned around: ``True`` when the VLM's
 answer parsed as JSON and matched the schema. The raw VLM text is always kept, valid or not.
@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from model_loaders.agreement import box_iou_matrix
-from model_loaders.errors import InputError
-from model_loaders.structured import PRESETS, extract_json, load_schema, schema_instruction
+from model_loaders.core.errors import InputError
+from model_loaders.tasks.agreement import box_iou_matrix
+from model_loaders.tasks.structured import PRESETS, extract_json, load_schema, schema_instruction
 
 log = logging.getLogger(__name__)
 

@@ -14,12 +14,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from model_loaders.adapters import LoadSettings
-from model_loaders.generation import AskChunk, GenerationStats, neutralise_user_text, stream_generate
-from model_loaders.grounding import Grounding, box_to_florence_locs, parse_florence
-from model_loaders.hub import hub_errors, pretrained_kwargs
-from model_loaders.results import TextResult, Timings
-from model_loaders.specs import ModelSpec
+from model_loaders.core.adapters import LoadSettings
+from model_loaders.core.hub import hub_errors, pretrained_kwargs
+from model_loaders.core.results import TextResult, Timings
+from model_loaders.core.specs import ModelSpec
+from model_loaders.families.generation import AskChunk, GenerationStats, neutralise_user_text, stream_generate
+from model_loaders.families.grounding import Grounding, box_to_florence_locs, parse_florence
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def _offline_parts(spec: ModelSpec, tiny: bool) -> tuple[Any, Any]:
     from transformers import BartConfig, Florence2Config, Florence2Processor
     from transformers.models.florence2.configuration_florence2 import Florence2VisionConfig
 
-    from model_loaders.offline_tokenizers import florence2_tokenizer
+    from model_loaders.families.offline_tokenizers import florence2_tokenizer
 
     tok = florence2_tokenizer()
     if tiny:

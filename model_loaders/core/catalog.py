@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from model_loaders.adapters import availability
-from model_loaders.registry import REGISTRY
-from model_loaders.specs import ModelSpec, WeightsMode
+from model_loaders.core.adapters import availability
+from model_loaders.core.registry import REGISTRY
+from model_loaders.core.specs import ModelSpec, WeightsMode
 
 COLUMNS = ("Model", "Key", "Tasks", "Params", "Licence", "Commercial use", "Gated", "Paper", "Revision", "Runs here")
 README_COLUMNS = ("Model", "Key", "Tasks", "Params", "Licence", "Commercial use", "Gated", "Paper", "Revision")

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from model_loaders.errors import InputError
+from model_loaders.core.errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -14,23 +14,23 @@ import os
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from model_loaders.errors import ModelUnavailable
-from model_loaders.specs import ModelSpec, WeightsMode
+from model_loaders.core.errors import ModelUnavailable
+from model_loaders.core.specs import ModelSpec, WeightsMode
 
 # family -> module that implements it (one module may serve several families).
 FAMILY_MODULES: dict[str, str | None] = {
-    "sam2": "model_loaders.sam2",
-    "depth_anything": "model_loaders.depth_anything",
-    "hf_detector": "model_loaders.detectors",
-    "zero_shot_detector": "model_loaders.detectors",
-    "yolo": "model_loaders.yolo",
-    "florence2": "model_loaders.florence2",
-    "qwen2_5_vl": "model_loaders.vlm",
-    "paligemma": "model_loaders.vlm",
-    "mllama": "model_loaders.vlm",
-    "qwen3_vl": "model_loaders.vlm",
-    "smolvlm": "model_loaders.vlm",
-    "gemini": "model_loaders.gemini",
+    "sam2": "model_loaders.families.sam2",
+    "depth_anything": "model_loaders.families.depth_anything",
+    "hf_detector": "model_loaders.families.detectors",
+    "zero_shot_detector": "model_loaders.families.detectors",
+    "yolo": "model_loaders.families.yolo",
+    "florence2": "model_loaders.families.florence2",
+    "qwen2_5_vl": "model_loaders.families.vlm",
+    "paligemma": "model_loaders.families.vlm",
+    "mllama": "model_loaders.families.vlm",
+    "qwen3_vl": "model_loaders.families.vlm",
+    "smolvlm": "model_loaders.families.vlm",
+    "gemini": "model_loaders.families.gemini",
     # Families that are registered (so users see them and their licences) but never run here.
     "cogvlm": None,
     "rfdetr_plus": None,

@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from model_loaders.adapters import LoadSettings
-from model_loaders.errors import InputError
-from model_loaders.hub import hub_errors, pretrained_kwargs
-from model_loaders.specs import ModelSpec
+from model_loaders.core.adapters import LoadSettings
+from model_loaders.core.errors import InputError
+from model_loaders.core.hub import hub_errors, pretrained_kwargs
+from model_loaders.core.specs import ModelSpec
 
 log = logging.getLogger(__name__)
 

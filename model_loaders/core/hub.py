@@ -6,9 +6,9 @@ import contextlib
 import logging
 from collections.abc import Iterator
 
-from model_loaders.adapters import hf_token
-from model_loaders.errors import ModelUnavailable
-from model_loaders.specs import ModelSpec
+from model_loaders.core.adapters import hf_token
+from model_loaders.core.errors import ModelUnavailable
+from model_loaders.core.specs import ModelSpec
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from types import MappingProxyType
 
-from model_loaders.errors import ModelUnavailable
-from model_loaders.specs import ModelSpec, Task
+from model_loaders.core.errors import ModelUnavailable
+from model_loaders.core.specs import ModelSpec, Task
 
 # Licence texts, named once.
 APACHE = ("Apache-2.0", "https://www.apache.org/licenses/LICENSE-2.0")

@@ -18,7 +18,7 @@ from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from model_loaders.errors import ModelUnavailable
+from model_loaders.core.errors import ModelUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from model_loaders.results import DepthKind
+from model_loaders.core.results import DepthKind
 
 log = logging.getLogger(__name__)
 

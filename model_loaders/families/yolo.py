@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from model_loaders.adapters import LoadSettings
-from model_loaders.detection_utils import COCO_CLASSES, RAW_FLOOR, RAW_TOP_K, keep_top, make_detections
-from model_loaders.errors import ModelUnavailable
-from model_loaders.results import Timings
-from model_loaders.specs import ModelSpec
+from model_loaders.core.adapters import LoadSettings
+from model_loaders.core.detections import COCO_CLASSES, RAW_FLOOR, RAW_TOP_K, keep_top, make_detections
+from model_loaders.core.errors import ModelUnavailable
+from model_loaders.core.results import Timings
+from model_loaders.core.specs import ModelSpec
 
 log = logging.getLogger(__name__)
 

@@ -8,12 +8,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from model_loaders.adapters import LoadSettings, availability, family_module
-from model_loaders.cache import ModelCache
-from model_loaders.errors import ModelUnavailable
-from model_loaders.registry import get_spec
-from model_loaders.results import Timings
-from model_loaders.specs import ModelSpec, WeightsMode
+from model_loaders.core.adapters import LoadSettings, availability, family_module
+from model_loaders.core.cache import ModelCache
+from model_loaders.core.errors import ModelUnavailable
+from model_loaders.core.registry import get_spec
+from model_loaders.core.results import Timings
+from model_loaders.core.specs import ModelSpec, WeightsMode
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class AppContext:
     @classmethod
     def create(cls, weights: WeightsMode, device: str, budget_bytes: int | None = None, **options: Any) -> AppContext:
         """Build a context with the real loader; ``device`` must already be resolved."""
-        from model_loaders.device import default_budget_bytes
+        from model_loaders.core.device import default_budget_bytes
 
         settings = LoadSettings(weights=weights, device=device)
         budget = budget_bytes if budget_bytes is not None else default_budget_bytes(device)

@@ -10,8 +10,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from model_loaders.errors import InputError
-from model_loaders.grounding import extract_json_text
+from model_loaders.core.errors import InputError
+from model_loaders.families.grounding import extract_json_text
 
 MAX_SCHEMA_CHARS = 20_000
 

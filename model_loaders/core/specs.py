@@ -23,7 +23,7 @@ class ModelSpec:
     Attributes:
         key: unique registry key, used in the UI, the API and the cache.
         name: human-readable name.
-        family: adapter family; ``model_loaders.adapters.FAMILY_MODULES`` maps it to code.
+        family: adapter family; ``model_loaders.core.adapters.FAMILY_MODULES`` maps it to code.
         tasks: what the model can do here; the first is its home tab.
         checkpoint: Hugging Face repo id (or the upstream weights name for non-Hub families);
             ``None`` for API-only models.

@@ -16,12 +16,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from model_loaders.adapters import LoadSettings
-from model_loaders.errors import InputError, ModelUnavailable
-from model_loaders.generation import AskChunk, GenerationStats, neutralise_user_text
-from model_loaders.grounding import parse_gemini
-from model_loaders.results import TextResult, Timings
-from model_loaders.specs import ModelSpec
+from model_loaders.core.adapters import LoadSettings
+from model_loaders.core.errors import InputError, ModelUnavailable
+from model_loaders.core.results import TextResult, Timings
+from model_loaders.core.specs import ModelSpec
+from model_loaders.families.generation import AskChunk, GenerationStats, neutralise_user_text
+from model_loaders.families.grounding import parse_gemini
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def stream(
     """Ask Gemini about a PIL image, streaming its answer; boxes parsed from ``box_2d``."""
     from google.genai import types
 
-    from model_loaders.vlm import _text_of
+    from model_loaders.families.vlm import _text_of
 
     question = neutralise_user_text(question or "").strip()
     if not question:
