@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from model_loaders.core.uploads import MAX_UPLOAD_MB
+
 try:  # ZeroGPU needs `spaces` imported before anything initialises CUDA; absent elsewhere.
     import spaces  # type: ignore[import-not-found]  # noqa: F401
 except ImportError:
@@ -24,8 +26,8 @@ log = logging.getLogger("vision_playground")
 
 WEIGHTS = ("hub", "random", "tiny")
 DEVICES = ("auto", "cpu", "cuda", "mps")
-MAX_FILE_SIZE = "20mb"
 QUEUE_SIZE = 16
+OUTPUTS_FOLDER = "vision-playground-outputs"  # inside Gradio's upload folder: files are served, not copied
 
 
 def _env_flag(name: str) -> bool:
@@ -65,15 +67,52 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--queue-size", type=int, default=int(os.environ.get("VP_QUEUE_SIZE", QUEUE_SIZE)), help="(env VP_QUEUE_SIZE)"
     )
+    p.add_argument(
+        "--temp-cap-mb",
+        type=int,
+        default=int(os.environ.get("VP_TEMP_CAP_MB", "2048")),
+        help="most disk space request output files may take; oldest go first (env VP_TEMP_CAP_MB)",
+    )
     return p.parse_args(argv)
 
 
-def make_context(weights: str, device: str, budget_bytes: int | None = None) -> Any:
-    """Create the shared `AppContext` (resolves ``auto`` devices; loads nothing)."""
+def private_temp_folders() -> Path:
+    """Make this process's files private and return Gradio's upload folder.
+
+    Uploads and outputs are other people's photos: files and folders this process creates are
+    readable by its own user only (umask 077), and Gradio's upload folder is made ``0700``.
+    """
+    from gradio.utils import get_upload_folder
+
+    os.umask(0o077)
+    folder = Path(get_upload_folder())
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        if folder.stat().st_uid == os.getuid():
+            folder.chmod(0o700)
+    except OSError:
+        log.warning("could not make %s private", folder)
+    return folder
+
+
+def make_context(weights: str, device: str, budget_bytes: int | None = None, temp_cap_mb: int | None = None) -> Any:
+    """Create the shared `AppContext` (resolves ``auto`` devices; loads nothing).
+
+    Files a request names are accepted from Gradio's upload folder and the shipped examples
+    only; the app's own outputs go to a capped folder inside the upload folder (served without
+    a copy) that the upload gate refuses as input.
+    """
     from model_loaders.core.context import AppContext
     from model_loaders.core.device import resolve_device
+    from model_loaders.core.outputs import DEFAULT_CAP_MB, OutputSpace
+    from model_loaders.core.uploads import UploadGate
 
-    return AppContext.create(weights, resolve_device(device), budget_bytes=budget_bytes)  # type: ignore[arg-type]
+    upload_folder = private_temp_folders()
+    outputs = OutputSpace(upload_folder / OUTPUTS_FOLDER, cap_bytes=(temp_cap_mb or DEFAULT_CAP_MB) * 2**20)
+    uploads = UploadGate.for_folders([upload_folder, ASSETS], excluded=[outputs.root])
+    return AppContext.create(
+        weights, resolve_device(device), budget_bytes=budget_bytes, uploads=uploads, outputs=outputs  # type: ignore[arg-type]
+    )
 
 
 def build_app(ctx: Any) -> Any:
@@ -106,7 +145,7 @@ def launch_options(host: str = "127.0.0.1", port: int | None = None, mcp: bool =
         "server_port": port,
         "share": False,
         "show_error": False,  # only gr.Error texts reach users; tracebacks stay in the log
-        "max_file_size": MAX_FILE_SIZE,
+        "max_file_size": f"{MAX_UPLOAD_MB}mb",
         "allowed_paths": [str(ASSETS)],
         "blocked_paths": [str(ROOT / ".env")],
         "enable_monitoring": False,
@@ -140,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.mcp and importlib.util.find_spec("mcp") is None:
         raise SystemExit("--mcp needs the mcp extra: pip install 'vision-playground[mcp]'")
-    ctx = make_context(args.weights, args.device)
+    ctx = make_context(args.weights, args.device, temp_cap_mb=args.temp_cap_mb)
     ctx.options["queue_size"] = args.queue_size
     preload(ctx, args.preload)
     demo = build_app(ctx)

@@ -46,11 +46,11 @@ def main() -> None:
             pass
         load_s = time.perf_counter() - t0
         # Warm-up on another image: first-call costs are not what a user pays per image.
-        warm = S.set_image(S.SegmentSession(), {"path": warm_path})
+        warm = S.set_image(ctx, S.SegmentSession(), {"path": warm_path})
         S.click(ctx, warm, 50, 50, S.POINT_MODE, S.INCLUDE, key)
         S.render(ctx, warm)
 
-        session = S.set_image(S.SegmentSession(), {"path": image_path})
+        session = S.set_image(ctx, S.SegmentSession(), {"path": image_path})
         w, h = session.image.size  # type: ignore[union-attr]
         start = time.perf_counter()
         S.click(ctx, session, w * 0.5, h * 0.5, S.POINT_MODE, S.INCLUDE, key)

@@ -24,6 +24,7 @@ from model_loaders.families.generation import AskChunk, GenerationStats
 from model_loaders.families.grounding import detections_to_json
 from model_loaders.families.vlm import ask_stream
 from model_loaders.tasks.structured import PRESETS, load_schema, schema_instruction, validate_answer
+from tabs._components import ImageInput
 from tabs._errors import user_errors
 from tabs._events import LIGHT_EVENT, MODEL_EVENT
 from tabs._examples import example_paths
@@ -120,7 +121,7 @@ def run_ask(
     """Validate inputs and stream one answer: yields (user-visible prompt, chunk, decoded image)."""
     key = str(model_key or "")
     spec = get_spec(key)
-    decoded = decode_image(image)
+    decoded = decode_image(image, gate=ctx.uploads)
     max_new = int(finite_number(max_new_tokens, "Max new tokens", 1, 2048))
     temp = finite_number(temperature, "Temperature", 0.0, 2.0)
     timings = Timings()
@@ -176,7 +177,7 @@ def build(ctx: AppContext) -> None:
     region_state = gr.State([])
     with gr.Row():
         with gr.Column(scale=1):
-            image = gr.Image(label="Image", sources=["upload", "clipboard"], elem_id="ask-image")
+            image = ImageInput(label="Image", sources=["upload", "clipboard"], elem_id="ask-image")
             gr.Examples(example_paths(), inputs=[image], label="Examples")
             model = gr.Dropdown(_model_choices(), value=DEFAULTS["ask"], label="Model", elem_id="ask-model")
             with gr.Group(visible=True) as florence_box:
@@ -211,7 +212,7 @@ def build(ctx: AppContext) -> None:
     def _respond(img: Any, key: Any, task_label: Any, phr: Any, q: Any, hist: Any, mx: Any, temp: Any,
                  pre: Any, sch: Any, pts: Any, hkey: str) -> Iterator[list[Any]]:  # fmt: skip
         schema = _schema(pre, sch)
-        decoded_key = decode_image(img).digest
+        decoded_key = decode_image(img, gate=ctx.uploads).digest
         hist = list(hist or []) if hkey == decoded_key else []
         stop_event = threading.Event()
         try:
@@ -282,7 +283,7 @@ def build(ctx: AppContext) -> None:
 
     # --- the public API endpoint: image, model key, prompt or task, optional schema -------------
     with gr.Row(visible=False):
-        api_image = gr.Image(label="image")
+        api_image = ImageInput(label="image")
         api_model = gr.Textbox(label="model_key")
         api_prompt = gr.Textbox(label="prompt")
         api_schema = gr.Textbox(label="schema")

@@ -22,6 +22,7 @@ from model_loaders.core.images import DecodedImage, decode_image
 from model_loaders.core.registry import DEFAULTS, specs_for_task
 from model_loaders.core.specs import TASKS, ModelSpec
 from model_loaders.tasks import agreement, runners
+from tabs._components import ImageInput
 from tabs._errors import user_errors
 from tabs._events import LIGHT_EVENT, MODEL_EVENT
 from tabs._examples import example_paths
@@ -215,7 +216,7 @@ def run_compare(
         conf = finite_number(confidence, "Confidence", 0.0, 1.0)
     elif task == "ask":
         q = clean_text(question, "Question", MAX_QUESTION_CHARS, required=True, truncate=True)
-    decoded = decode_image(image)  # once, shared by every model
+    decoded = decode_image(image, gate=ctx.uploads)  # once, shared by every model
     if task == "detect":
         run = runners.detect_run(decoded, wanted, conf, max_new_tokens=128)
     elif task == "depth":
@@ -407,7 +408,7 @@ def build(ctx: AppContext) -> None:
     )
     with gr.Row():
         with gr.Column(scale=1):
-            image = gr.Image(label="Image", type="filepath", sources=["upload", "clipboard"], elem_id="compare-image")
+            image = ImageInput(label="Image", type="filepath", sources=["upload", "clipboard"], elem_id="compare-image")
             gr.Examples(example_paths(), inputs=[image], label="Examples", elem_id="compare-examples")
             task = gr.Radio(list(TASKS), value="detect", label="Task", elem_id="compare-task")
             models = gr.Dropdown(model_choices(ctx, "detect"), value=default_models(ctx, "detect"), multiselect=True,

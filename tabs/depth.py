@@ -24,10 +24,10 @@ from model_loaders.core.results import DepthResult, Timings
 from model_loaders.core.specs import ModelSpec
 from model_loaders.families.depth_anything import estimate_depth
 from model_loaders.tasks import depth_export as dx
+from tabs._components import ImageInput
 from tabs._errors import user_errors
 from tabs._events import LIGHT_EVENT, MODEL_EVENT
 from tabs._examples import example_paths
-from tabs._files import request_dir
 from tabs._validate import finite_number
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ def compute(
     colormap, invert, fov = _colormap(colormap), _flag(invert, "Invert"), _fov(fov)
     timings = Timings()
     with timings.stage("preprocess"):
-        decoded = decode_image(image)
+        decoded = decode_image(image, gate=ctx.uploads)
     with ctx.use(spec.key, timings) as bundle:
         result: DepthResult = estimate_depth(bundle, decoded.array, timings)
         max_depth = bundle.max_depth
@@ -199,7 +199,7 @@ def compute(
             notes.append("the image is a single flat colour, so there is no depth to see")
         if flat:
             notes.append("the depth map is flat (one value everywhere): nothing to tell apart")
-        out_dir = request_dir("depth")
+        out_dir = ctx.outputs.new_dir("depth")
         stem = _stem(image)
         q = dx.quantise16(depth)
         meta = dx.sidecar(q, kind, spec.key, decoded.size)
@@ -296,7 +296,7 @@ def build(ctx: AppContext) -> None:
     state = gr.State(None)
     with gr.Row():
         with gr.Column(scale=2, min_width=300):
-            image = gr.Image(
+            image = ImageInput(
                 label="Image", type="filepath", sources=["upload", "clipboard"], height=320, elem_id="depth-input"
             )
             model = gr.Dropdown(model_choices(), value=DEFAULTS["depth"], label="Model", elem_id="depth-model")

@@ -19,17 +19,17 @@ import numpy as np
 
 from model_loaders.core.adapters import availability
 from model_loaders.core.context import AppContext
+from model_loaders.core.detections import COCO_CLASSES
 from model_loaders.core.errors import InputError
 from model_loaders.core.images import decode_image
 from model_loaders.core.registry import DEFAULTS, REGISTRY, get_spec
 from model_loaders.core.results import Timings
 from model_loaders.core.specs import ModelSpec
-from model_loaders.core.detections import COCO_CLASSES
 from model_loaders.tasks import detection_utils as du
+from tabs._components import ImageInput
 from tabs._errors import user_errors
 from tabs._events import LIGHT_EVENT, MODEL_EVENT
 from tabs._examples import example_paths
-from tabs._files import request_dir
 from tabs._validate import clean_text, finite_number
 
 TITLE = "Detect"
@@ -137,7 +137,7 @@ def run_model(ctx: AppContext, image: Any, key: Any, prompt: Any, class_filter: 
         prompt_classes, notes = du.parse_prompt(text)
     if image is None:
         raise InputError("Please upload an image (or pick an example).")
-    decoded = decode_image(image)
+    decoded = decode_image(image, gate=ctx.uploads)
     notes = list(decoded.notes) + notes
     timings = Timings()
     with ctx.use(spec.key, timings) as bundle:
@@ -224,9 +224,9 @@ def counts_figure(counts: dict[str, int], classes: tuple[str, ...]) -> Any:
     return fig
 
 
-def write_exports(run: RawRun, rendered: Rendered) -> list[str]:
+def write_exports(ctx: AppContext, run: RawRun, rendered: Rendered) -> list[str]:
     """Write detections.json, detections.csv and detections_coco.json; return their paths."""
-    folder = request_dir("detect")
+    folder = ctx.outputs.new_dir("detect")
     w, h = run.original_size
     coco_classes = run.classes
     files = {
@@ -243,14 +243,14 @@ def _table(records: list[dict[str, Any]]) -> list[list[Any]]:
     return [[r["class"], r["score"], *r["box"]] for r in records]
 
 
-def _outputs(run: RawRun, confidence: float, iou: float, classes: list[str]) -> tuple[Any, ...]:
+def _outputs(ctx: AppContext, run: RawRun, confidence: float, iou: float, classes: list[str]) -> tuple[Any, ...]:
     rendered = render(run, confidence, iou, classes)
     note = "\n\n".join(rendered.notes)
     return (
         rendered.annotated,
         _table(rendered.records),
         counts_figure(rendered.counts, run.classes),
-        write_exports(run, rendered),
+        write_exports(ctx, run, rendered),
         timing_line(rendered.info, run.name) + (f"\n\n{note}" if note else ""),
     )
 
@@ -265,7 +265,7 @@ def make_handlers(ctx: AppContext) -> dict[str, Any]:
     def on_detect(image: Any, key: Any, confidence: Any, iou: Any, classes: Any, prompt: Any) -> tuple[Any, ...]:
         conf, iou_v = _thresholds(confidence, iou)
         run, wanted = run_model(ctx, image, key, prompt, classes)
-        outs = _outputs(run, conf, iou_v, wanted)
+        outs = _outputs(ctx, run, conf, iou_v, wanted)
         filter_update = gr.update(choices=list(run.classes), value=wanted)
         return (*outs, run, filter_update)
 
@@ -275,7 +275,7 @@ def make_handlers(ctx: AppContext) -> dict[str, Any]:
             return tuple(gr.skip() for _ in range(5))
         conf, iou_v = _thresholds(confidence, iou)
         wanted = du.parse_class_filter(classes, run.classes)
-        return _outputs(run, conf, iou_v, wanted)
+        return _outputs(ctx, run, conf, iou_v, wanted)
 
     @user_errors
     def on_model_change(key: Any) -> tuple[Any, ...]:
@@ -322,7 +322,7 @@ def build(ctx: AppContext) -> None:
     )
     with gr.Row():
         with gr.Column(scale=1):
-            image = gr.Image(label="Image", type="filepath", sources=["upload", "clipboard"], elem_id="detect-image")
+            image = ImageInput(label="Image", type="filepath", sources=["upload", "clipboard"], elem_id="detect-image")
             gr.Examples(example_paths(), inputs=[image], label="Examples", elem_id="detect-examples")
             model = gr.Dropdown(
                 model_choices(ctx), value=default, label="Model", elem_id="detect-model", filterable=True

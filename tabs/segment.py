@@ -28,10 +28,10 @@ from model_loaders.core.images import DecodedImage, decode_image
 from model_loaders.core.registry import DEFAULTS, get_spec, specs_for_task
 from model_loaders.core.results import Timings
 from model_loaders.families import sam2
+from tabs._components import ImageInput
 from tabs._errors import user_errors
 from tabs._events import LIGHT_EVENT, MODEL_EVENT
 from tabs._examples import example_paths
-from tabs._files import request_dir
 from tabs._validate import finite_number
 
 log = logging.getLogger(__name__)
@@ -192,13 +192,13 @@ def apply(ctx: AppContext, session: SegmentSession, model_key: str, snapshot: Sn
     session.timing = timing
 
 
-def set_image(session: SegmentSession, source: Any) -> SegmentSession:
+def set_image(ctx: AppContext, session: SegmentSession, source: Any) -> SegmentSession:
     """Start over on a new image (prompts, objects and history reset; embeddings kept, bounded)."""
     if source is None:
         session.image = None
         session.source = None
     else:
-        image = decode_image(source)
+        image = decode_image(source, gate=ctx.uploads)
         session.image = image
         session.source = source
     session.state = Snapshot()
@@ -450,7 +450,7 @@ def coco_annotation(i: int, mask: np.ndarray, score: float, extra: dict[str, Any
     }
 
 
-def export(session: SegmentSession) -> list[str]:
+def export(ctx: AppContext, session: SegmentSession) -> list[str]:
     """Write mask PNG and cut-out PNG at the original resolution, and all objects as COCO RLE JSON."""
     if session.image is None:
         raise InputError("Upload or pick an image first.")
@@ -464,12 +464,12 @@ def export(session: SegmentSession) -> list[str]:
     original = None
     if image.scale != 1.0 and session.source is not None:
         try:
-            original = decode_image(session.source, working_max_side=10**6, keep_original=True).original
+            original = decode_image(session.source, gate=ctx.uploads, working_max_side=10**6, keep_original=True).original
         except InputError:
             log.info("original image no longer readable; cut-out uses the working size")
     if original is None or original.shape[1::-1] != size:
         original = np.asarray(image.pil().resize(size, Image.Resampling.LANCZOS)) if image.scale != 1.0 else image.array
-    out = request_dir("segment")
+    out = ctx.outputs.new_dir("segment")
     mask_path, cut_path, json_path = out / "mask.png", out / "cutout.png", out / "objects_coco_rle.json"
     Image.fromarray(np.where(union, 255, 0).astype(np.uint8), mode="L").save(mask_path, optimize=False)
     Image.fromarray(cutout(original, union), mode="RGBA").save(cut_path)
@@ -566,7 +566,7 @@ def segment_api(
         raise InputError("Upload an image first.")
     key = _check_model(model_key)
     pts, labs, bx = parse_api_prompts(points, labels, box)
-    decoded = decode_image(image)
+    decoded = decode_image(image, gate=ctx.uploads)
     ow, oh = decoded.original_size
     for x, y in pts:
         if not (0 <= x <= ow and 0 <= y <= oh):
@@ -615,7 +615,7 @@ def build(ctx: AppContext) -> None:
     )
     with gr.Row():
         with gr.Column(scale=2, min_width=280):
-            source = gr.Image(
+            source = ImageInput(
                 label="Image (upload, paste or pick an example)",
                 sources=["upload", "clipboard"],
                 type="filepath",
@@ -669,7 +669,7 @@ def build(ctx: AppContext) -> None:
 
     @user_errors
     def on_image(value: Any, s: SegmentSession) -> tuple[Any, ...]:
-        return render(ctx, set_image(s, value))
+        return render(ctx, set_image(ctx, s, value))
 
     @user_errors
     def on_select(s: SegmentSession, m: str, pol: str, key: str, evt: gr.SelectData) -> tuple[Any, ...]:
@@ -718,7 +718,7 @@ def build(ctx: AppContext) -> None:
 
     @user_errors
     def on_export(s: SegmentSession) -> list[str]:
-        return export(s)
+        return export(ctx, s)
 
     @user_errors
     def on_api(
@@ -761,7 +761,7 @@ def build(ctx: AppContext) -> None:
         click_x = gr.Number(label="x (working-image pixels)")
         click_y = gr.Number(label="y (working-image pixels)")
         click_btn = gr.Button("click")
-        api_image = gr.Image(label="image", type="filepath")
+        api_image = ImageInput(label="image", type="filepath")
         api_points = gr.JSON(label="points: [[x, y], ...] in original-image pixels")
         api_labels = gr.JSON(label="labels: [1 | 0, ...], one per point (1 include, 0 exclude)")
         api_box = gr.JSON(label="box: [x1, y1, x2, y2] in original-image pixels, or null")

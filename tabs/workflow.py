@@ -25,10 +25,10 @@ from model_loaders.core.results import Timings
 from model_loaders.core.specs import ModelSpec
 from model_loaders.tasks import runners
 from model_loaders.tasks import workflow as wf
+from tabs._components import ImageInput
 from tabs._errors import user_errors
 from tabs._events import LIGHT_EVENT, MODEL_EVENT
 from tabs._examples import ASSETS
-from tabs._files import request_dir
 from tabs._validate import clean_text, finite_number
 from tabs.compare import draw_detections
 
@@ -131,7 +131,7 @@ def run_workflow(
     pad = int(finite_number(padding, "Crop padding", 0, MAX_PADDING))
     if image is None:
         raise InputError("Please upload an image (or pick the example).")
-    decoded = decode_image(image)
+    decoded = decode_image(image, gate=ctx.uploads)
     notes = list(decoded.notes) + notes
     det_t, vlm_t = Timings(), Timings()
     det = runners.detect(ctx, det_spec.key, decoded, det_t, classes=wanted, confidence=conf)
@@ -181,9 +181,9 @@ def rerun_row(ctx: AppContext, run: WorkflowRun, index: Any, max_new_tokens: int
     return run
 
 
-def write_exports(run: WorkflowRun) -> list[str]:
+def write_exports(ctx: AppContext, run: WorkflowRun) -> list[str]:
     """Write results.json and results.csv (boxes in original-image pixels); return their paths."""
-    folder = request_dir("workflow")
+    folder = ctx.outputs.new_dir("workflow")
     rows = wf.rows_in_original_pixels(run.rows, run.image.scale)
     (folder / "results.json").write_text(wf.rows_to_json(rows, run.info()), encoding="utf-8")
     (folder / "results.csv").write_text(wf.rows_to_csv(rows, run.schema), encoding="utf-8")
@@ -219,7 +219,7 @@ def build(ctx: AppContext) -> None:
     gr.Markdown(PIPELINE)
     with gr.Row():
         with gr.Column(scale=1):
-            image = gr.Image(label="Image", type="filepath", sources=["upload", "clipboard"], elem_id="workflow-image")
+            image = ImageInput(label="Image", type="filepath", sources=["upload", "clipboard"], elem_id="workflow-image")
             detector = gr.Dropdown(detector_choices(ctx), value=DEFAULT_DETECTOR, label="① Detector", filterable=True,
                                    elem_id="workflow-detector")  # fmt: skip
             classes = gr.Textbox(value=DEFAULT_CLASSES, label="Classes to keep, or words for open-vocabulary models",
@@ -279,7 +279,7 @@ def build(ctx: AppContext) -> None:
     @user_errors
     def on_export(run: WorkflowRun | None, tbl: Any) -> tuple[list[str], WorkflowRun]:
         run = _edits(_need(run), tbl)
-        return write_exports(run), run
+        return write_exports(ctx, run), run
 
     def on_preset(name: Any) -> str:
         return wf.schema_json(wf.SCHEMA_PRESETS.get(str(name), wf.BOOK_SCHEMA))

@@ -53,6 +53,33 @@ def ctx() -> Any:
     return app.make_context("tiny", "cpu")
 
 
+def _upload_folder() -> Path:
+    from gradio.utils import get_upload_folder
+
+    folder = Path(get_upload_folder())
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture()
+def upload_path() -> Path:
+    """A fresh folder inside Gradio's upload folder: files written here are "uploads" that the
+    app's upload gate accepts (as files Gradio received through its upload route are)."""
+    return Path(tempfile.mkdtemp(dir=_upload_folder()))
+
+
+@pytest.fixture(scope="session")
+def upload_path_session() -> Path:
+    """Like `upload_path`, shared by a whole test session."""
+    return Path(tempfile.mkdtemp(dir=_upload_folder()))
+
+
+@pytest.fixture(scope="session")
+def gate(ctx: Any) -> Any:
+    """The app's upload gate (Gradio's upload folder and the shipped examples)."""
+    return ctx.uploads
+
+
 @pytest.fixture(scope="session")
 def served(ctx: Any) -> Iterator[tuple[Any, str]]:
     """The whole app launched in-process with the safe launch options: (demo, url)."""

@@ -30,10 +30,10 @@ def _noise(h: int, w: int, seed: int = 0) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def relative_run(ctx: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], dict, str, dict]:
+def relative_run(ctx: Any, upload_path_session: Path) -> tuple[list[str], dict, str, dict]:
     from tabs import depth
 
-    src = _png(tmp_path_factory.mktemp("img") / "scene.png", _noise(300, 451))
+    src = _png(upload_path_session / "scene.png", _noise(300, 451))
     return depth.compute(ctx, src, SMALL)
 
 
@@ -52,12 +52,12 @@ def test_depth_map_has_the_input_image_size(ctx: Any, key: str, size: tuple[int,
     assert timings.inference_ms > 0 and timings.model == key
 
 
-def test_png16_round_trip_recovers_floats_and_keeps_order(tmp_path: Path) -> None:
+def test_png16_round_trip_recovers_floats_and_keeps_order(upload_path: Path) -> None:
     rng = np.random.default_rng(1)
     depth = (0.37 + 7.5 * rng.random((61, 83))).astype(np.float32)
     q = dx.quantise16(depth)
     meta = dx.sidecar(q, "metric", "test-model", (83, 61))
-    png, side = tmp_path / "d16.png", tmp_path / "d16.json"
+    png, side = upload_path / "d16.png", upload_path / "d16.json"
     dx.write_png16(png, q, meta)
     side.write_text(json.dumps(meta))
     with Image.open(png) as im:
@@ -85,7 +85,7 @@ def test_app_downloads_round_trip(relative_run: tuple[list[str], dict, str, dict
         assert im.size == (451, 300) and im.mode == "RGB"
 
 
-def test_constant_map_is_flat_without_dividing_by_zero(tmp_path: Path) -> None:
+def test_constant_map_is_flat_without_dividing_by_zero(upload_path: Path) -> None:
     depth = np.full((40, 50), 3.25, dtype=np.float32)
     with np.errstate(all="raise"):
         q = dx.quantise16(depth)
@@ -97,17 +97,17 @@ def test_constant_map_is_flat_without_dividing_by_zero(tmp_path: Path) -> None:
     assert np.isfinite(grid.xyz).all()
 
 
-def test_constant_image_gives_a_note(ctx: Any, tmp_path: Path) -> None:
+def test_constant_image_gives_a_note(ctx: Any, upload_path: Path) -> None:
     from tabs import depth
 
-    src = _png(tmp_path / "grey.png", np.full((64, 64, 3), 128, dtype=np.uint8))
+    src = _png(upload_path / "grey.png", np.full((64, 64, 3), 128, dtype=np.uint8))
     files, stats, timing, _ = depth.compute(ctx, src, SMALL)
     assert "single flat colour" in timing and len(files) == 5
     assert np.isfinite([stats["min"], stats["max"]]).all()
 
 
 def test_colormap_and_invert_rerender_without_calling_the_model(
-    ctx: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ctx: Any, upload_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tabs import depth
 
@@ -118,7 +118,7 @@ def test_colormap_and_invert_rerender_without_calling_the_model(
         return estimate_depth(*args, **kwargs)
 
     monkeypatch.setattr(depth, "estimate_depth", counting)
-    src = _png(tmp_path / "scene.png", _noise(90, 120, seed=3))
+    src = _png(upload_path / "scene.png", _noise(90, 120, seed=3))
     _, _, _, state = depth.compute(ctx, src, SMALL)
     assert len(calls) == 1
     seen = {}
@@ -146,10 +146,10 @@ def test_read_pixel_reports_the_clicked_value(relative_run: tuple[list[str], dic
 
 
 @pytest.mark.parametrize("key", [SMALL, INDOOR])
-def test_ply_has_one_finite_vertex_per_downsampled_pixel(ctx: Any, tmp_path: Path, key: str) -> None:
+def test_ply_has_one_finite_vertex_per_downsampled_pixel(ctx: Any, upload_path: Path, key: str) -> None:
     from tabs import depth
 
-    src = _png(tmp_path / "wide.png", _noise(300, 600, seed=5))
+    src = _png(upload_path / "wide.png", _noise(300, 600, seed=5))
     files, _, _, state = depth.compute(ctx, src, key, fov=75)
     header, vertices = dx.read_ply(Path(files[4]))
     rows, cols = dx.downsample(state["depth"], dx.PLY_MAX_SIDE).shape
@@ -175,33 +175,33 @@ def test_ply_has_one_finite_vertex_per_downsampled_pixel(ctx: Any, tmp_path: Pat
     ],
     ids=["1x1", "extreme-aspect", "unknown-model", "not-depth-model"],
 )
-def test_bad_inputs_raise_clear_errors(ctx: Any, tmp_path: Path, image: np.ndarray, model: str, message: str) -> None:
+def test_bad_inputs_raise_clear_errors(ctx: Any, upload_path: Path, image: np.ndarray, model: str, message: str) -> None:
     from tabs import depth
 
     with pytest.raises((InputError, ModelUnavailable), match=message):
-        depth.compute(ctx, _png(tmp_path / "bad.png", image), model)
+        depth.compute(ctx, _png(upload_path / "bad.png", image), model)
 
 
 @pytest.mark.parametrize("kind", ["16-bit", "rgba"])
-def test_16bit_and_rgba_uploads_work(ctx: Any, tmp_path: Path, kind: str) -> None:
+def test_16bit_and_rgba_uploads_work(ctx: Any, upload_path: Path, kind: str) -> None:
     from tabs import depth
 
     if kind == "16-bit":
         ramp = (np.linspace(0, 65535, 80 * 96).reshape(80, 96)).astype(np.uint16)
-        src = _png(tmp_path / "deep.png", ramp)
+        src = _png(upload_path / "deep.png", ramp)
     else:
         rgba = np.dstack([_noise(80, 96), np.full((80, 96), 100, np.uint8)])
-        src = _png(tmp_path / "alpha.png", rgba)
+        src = _png(upload_path / "alpha.png", rgba)
     files, stats, timing, _ = depth.compute(ctx, src, SMALL)
     assert (stats["width"], stats["height"]) == (96, 80)
     assert np.load(files[3]).shape == (80, 96)
     assert ("16-bit" if kind == "16-bit" else "transparent") in timing
 
 
-def test_api_depth_endpoint_returns_files_and_stats(client: Any, tmp_path: Path) -> None:
+def test_api_depth_endpoint_returns_files_and_stats(client: Any, upload_path: Path) -> None:
     from gradio_client import handle_file
 
-    src = tmp_path / "api.png"
+    src = upload_path / "api.png"
     Image.fromarray(_noise(70, 90, seed=9)).save(src)
     files, stats, timing = client.predict(handle_file(str(src)), INDOOR, api_name="/depth")
     names = sorted(Path(f).suffix for f in files)
@@ -221,10 +221,10 @@ def test_api_depth_endpoint_returns_files_and_stats(client: Any, tmp_path: Path)
     ],
     ids=["1x1", "extreme-aspect", "unknown-model"],
 )
-def test_api_errors_reach_the_user(client: Any, tmp_path: Path, make: Any, model: str, message: str) -> None:
+def test_api_errors_reach_the_user(client: Any, upload_path: Path, make: Any, model: str, message: str) -> None:
     from gradio_client import handle_file
 
-    src = tmp_path / "bad.png"
+    src = upload_path / "bad.png"
     Image.fromarray(make()).save(src)
     with pytest.raises(Exception, match=message):
         client.predict(handle_file(str(src)), model, api_name="/depth")

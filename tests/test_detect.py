@@ -11,8 +11,8 @@ from typing import Any
 import gradio as gr
 import pytest
 
-from model_loaders.core.errors import InputError
 from model_loaders.core.detections import COCO_CLASSES, class_names_of, make_detections
+from model_loaders.core.errors import InputError
 from model_loaders.tasks import detection_utils as du
 from tabs import detect
 from tabs._examples import example_paths
@@ -259,7 +259,7 @@ def test_browser_detects_an_example(page: Any, app_url: str, artifacts: Path) ->
     page.locator("#detect-info").get_by_text("tiny random weights").wait_for()
 
 
-def test_importing_ultralytics_leaves_pil_open_alone(tmp_path):
+def test_importing_ultralytics_leaves_pil_open_alone(upload_path, gate):
     """Ultralytics patches PIL.Image.open globally; bad uploads in every tab must still get their message."""
     from PIL import Image
 
@@ -269,7 +269,7 @@ def test_importing_ultralytics_leaves_pil_open_alone(tmp_path):
     before = Image.open
     _ultralytics()
     assert Image.open is before
-    bad = tmp_path / "x.png"
+    bad = upload_path / "x.png"
     bad.write_bytes(b"hello" * 10)
     with pytest.raises(ImageInputError, match="not a readable image"):
-        decode_image({"path": str(bad)})
+        decode_image({"path": str(bad)}, gate=gate)

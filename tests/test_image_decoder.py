@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
+from model_loaders.core.errors import InputError
 from model_loaders.core.images import MAX_PIXELS, ImageInputError, decode_image
 
 
@@ -71,18 +72,18 @@ BAD_INPUTS = [
 
 
 @pytest.mark.parametrize(("case", "make", "message"), BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
-def test_bad_input_gets_its_specific_message(case, make, message, tmp_path):
-    path = tmp_path / "upload.png"
+def test_bad_input_gets_its_specific_message(case, make, message, upload_path, gate):
+    path = upload_path / "upload.png"
     path.write_bytes(make())
     with pytest.raises(ImageInputError) as info:
-        decode_image({"path": str(path)})
+        decode_image({"path": str(path)}, gate=gate)
     text = str(info.value)
     assert message.lower() in text.lower()
-    assert str(tmp_path) not in text and "Traceback" not in text, "no server paths or tracebacks"
+    assert str(upload_path) not in text and "Traceback" not in text, "no server paths or tracebacks"
     # The decoder holds no state: a valid image right after works.
-    good = tmp_path / "good.png"
+    good = upload_path / "good.png"
     good.write_bytes(encode(photo(), "PNG"))
-    assert decode_image({"path": str(good)}).array.shape == (48, 64, 3)
+    assert decode_image({"path": str(good)}, gate=gate).array.shape == (48, 64, 3)
 
 
 def test_no_image_at_all():
@@ -91,12 +92,19 @@ def test_no_image_at_all():
             decode_image(empty)
 
 
-def test_missing_file(tmp_path):
-    with pytest.raises(ImageInputError, match="could not be found"):
-        decode_image(str(tmp_path / "gone.png"))
+def test_missing_file(upload_path, gate):
+    with pytest.raises(InputError, match="please upload it again"):
+        decode_image(str(upload_path / "gone.png"), gate=gate)
 
 
-def test_pixel_cap_is_checked_before_decoding(tmp_path):
+def test_a_path_without_a_gate_is_never_read(upload_path):
+    good = upload_path / "good.png"
+    good.write_bytes(encode(photo(), "PNG"))
+    with pytest.raises(InputError, match="please upload it again"):
+        decode_image(str(good))
+
+
+def test_pixel_cap_is_checked_before_decoding(upload_path):
     # 7000 x 7000 = 49 MP > 40 MP: refused from the header alone (no 147 MB array is made).
     with pytest.raises(ImageInputError, match="too large"):
         decode_image(png_header_only(7000, 7000))

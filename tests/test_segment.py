@@ -88,17 +88,17 @@ def test_rle_matches_coco_conventions() -> None:
 # --- session mechanics (handlers called directly) -----------------------------------------------
 
 
-def test_mask_size_is_original_after_exif_rotation_and_downscale(ctx: Any, tmp_path: Path) -> None:
+def test_mask_size_is_original_after_exif_rotation_and_downscale(ctx: Any, upload_path: Path) -> None:
     # Stored 2600×1000 with EXIF orientation 6 (rotate 90°): the user sees 1000×2600, working 788×2048.
-    path = _image(tmp_path / "rotated.jpg", (2600, 1000), exif_orientation=6)
-    session = S.set_image(S.SegmentSession(), {"path": str(path)})
+    path = _image(upload_path / "rotated.jpg", (2600, 1000), exif_orientation=6)
+    session = S.set_image(ctx, S.SegmentSession(), {"path": str(path)})
     img = session.image
     assert img is not None and img.original_size == (1000, 2600)
     assert max(img.size) == 2048
     S.click(ctx, session, 394, 1024, S.POINT_MODE, S.INCLUDE, KEY)
     assert session.prediction is not None
     assert session.prediction.masks.shape[1:] == (img.size[1], img.size[0])
-    mask_png, cut_png, coco = S.export(session)
+    mask_png, cut_png, coco = S.export(ctx, session)
     assert Image.open(mask_png).size == (1000, 2600)
     cut = Image.open(cut_png)
     assert cut.size == (1000, 2600) and cut.mode == "RGBA"
@@ -114,10 +114,10 @@ def test_mask_size_is_original_after_exif_rotation_and_downscale(ctx: Any, tmp_p
     assert np.array_equal(np.asarray(Image.open(mask_png)) > 0, sam2.rle_decode(ann["segmentation"]))
 
 
-def test_encoder_runs_once_per_image_and_model(ctx: Any, tmp_path: Path, counted_encoder: list[str]) -> None:
-    a = _image(tmp_path / "a.png", (320, 240), seed=1)
-    b = _image(tmp_path / "b.png", (300, 200), seed=2)
-    session = S.set_image(S.SegmentSession(), {"path": str(a)})
+def test_encoder_runs_once_per_image_and_model(ctx: Any, upload_path: Path, counted_encoder: list[str]) -> None:
+    a = _image(upload_path / "a.png", (320, 240), seed=1)
+    b = _image(upload_path / "b.png", (300, 200), seed=2)
+    session = S.set_image(ctx, S.SegmentSession(), {"path": str(a)})
     S.click(ctx, session, 10, 10, S.POINT_MODE, S.INCLUDE, KEY)
     S.click(ctx, session, 50, 60, S.POINT_MODE, S.EXCLUDE, KEY)
     S.click(ctx, session, 100, 100, S.POINT_MODE, S.INCLUDE, KEY)
@@ -126,7 +126,7 @@ def test_encoder_runs_once_per_image_and_model(ctx: Any, tmp_path: Path, counted
     S.undo(ctx, session, KEY)
     S.redo(ctx, session, KEY)
     assert len(counted_encoder) == 1
-    S.set_image(session, {"path": str(b)})
+    S.set_image(ctx, session, {"path": str(b)})
     S.click(ctx, session, 20, 20, S.POINT_MODE, S.INCLUDE, KEY)
     S.click(ctx, session, 30, 20, S.POINT_MODE, S.INCLUDE, KEY)
     assert len(counted_encoder) == 2 and counted_encoder[0] != counted_encoder[1]
@@ -134,13 +134,13 @@ def test_encoder_runs_once_per_image_and_model(ctx: Any, tmp_path: Path, counted
     S.click(ctx, session, 40, 20, S.POINT_MODE, S.INCLUDE, "sam2.1-hiera-small")
     assert len(counted_encoder) == 3
     # a second session never sees the first one's embeddings
-    other = S.set_image(S.SegmentSession(), {"path": str(b)})
+    other = S.set_image(ctx, S.SegmentSession(), {"path": str(b)})
     S.click(ctx, other, 20, 20, S.POINT_MODE, S.INCLUDE, KEY)
     assert len(counted_encoder) == 4
 
 
-def test_undo_redo_clear_restore_prompt_state(ctx: Any, tmp_path: Path) -> None:
-    session = S.set_image(S.SegmentSession(), {"path": str(_image(tmp_path / "a.png", (320, 240)))})
+def test_undo_redo_clear_restore_prompt_state(ctx: Any, upload_path: Path) -> None:
+    session = S.set_image(ctx, S.SegmentSession(), {"path": str(_image(upload_path / "a.png", (320, 240)))})
     S.click(ctx, session, 10, 10, S.POINT_MODE, S.INCLUDE, KEY)
     S.click(ctx, session, 50, 60, S.POINT_MODE, S.EXCLUDE, KEY)
     S.click(ctx, session, 100, 20, S.BOX_MODE, S.INCLUDE, KEY)  # first corner
@@ -170,8 +170,8 @@ def test_undo_redo_clear_restore_prompt_state(ctx: Any, tmp_path: Path) -> None:
         S.redo(ctx, session, KEY)
 
 
-def test_candidates_picker_and_new_object(ctx: Any, tmp_path: Path) -> None:
-    session = S.set_image(S.SegmentSession(), {"path": str(_image(tmp_path / "a.png", (320, 240)))})
+def test_candidates_picker_and_new_object(ctx: Any, upload_path: Path) -> None:
+    session = S.set_image(ctx, S.SegmentSession(), {"path": str(_image(upload_path / "a.png", (320, 240)))})
     S.click(ctx, session, 100, 100, S.POINT_MODE, S.INCLUDE, KEY)
     pred = session.prediction
     assert pred is not None and pred.masks.shape == (3, 240, 320) and pred.scores.shape == (3,)
@@ -186,7 +186,7 @@ def test_candidates_picker_and_new_object(ctx: Any, tmp_path: Path) -> None:
     assert np.array_equal(session.state.objects[0].mask, pred.masks[(pred.best + 1) % 3])
     S.click(ctx, session, 10, 10, S.BOX_MODE, S.INCLUDE, KEY)
     S.click(ctx, session, 60, 80, S.BOX_MODE, S.INCLUDE, KEY)
-    _, _, coco = S.export(session)
+    _, _, coco = S.export(ctx, session)
     anns = json.loads(Path(coco).read_text())["annotations"]
     assert [a["prompts"]["points"] for a in anns] == [[[100.0, 100.0]], []]
     assert anns[1]["prompts"]["box"] == [10.0, 10.0, 60.0, 80.0]
@@ -201,11 +201,11 @@ def test_candidates_picker_and_new_object(ctx: Any, tmp_path: Path) -> None:
     assert session.state.objects == () and session.state.prompts.points == ((100, 100),)
 
 
-def test_session_bad_clicks(ctx: Any, tmp_path: Path) -> None:
+def test_session_bad_clicks(ctx: Any, upload_path: Path) -> None:
     empty = S.SegmentSession()
     with pytest.raises(S.InputError, match="image first"):
         S.click(ctx, empty, 10, 10, S.POINT_MODE, S.INCLUDE, KEY)
-    session = S.set_image(S.SegmentSession(), {"path": str(_image(tmp_path / "a.png", (320, 240)))})
+    session = S.set_image(ctx, S.SegmentSession(), {"path": str(_image(upload_path / "a.png", (320, 240)))})
     with pytest.raises(S.InputError, match="outside the image"):
         S.click(ctx, session, 400, 10, S.POINT_MODE, S.INCLUDE, KEY)
     S.click(ctx, session, 10, 10, S.BOX_MODE, S.INCLUDE, KEY)
@@ -246,8 +246,8 @@ def _segment(client: Any, image: Any, points: Any, labels: Any = None, box: Any 
     return client.predict(img, points, labels, box, model, True, api_name="/segment")
 
 
-def test_api_segment_returns_masks_at_original_size(client: Any, tmp_path: Path) -> None:
-    path = _image(tmp_path / "a.png", (400, 300))
+def test_api_segment_returns_masks_at_original_size(client: Any, upload_path: Path) -> None:
+    path = _image(upload_path / "a.png", (400, 300))
     result, overlay = _segment(client, path, [[100, 50], [300, 200]], [1, 0], [10, 10, 390, 290])
     assert result["width"] == 400 and result["height"] == 300
     assert len(result["masks"]) == 3 and len(result["scores"]) == 3
@@ -278,10 +278,10 @@ BAD_INPUTS = [
 ]
 
 
-def test_api_bad_inputs_give_short_messages(client: Any, tmp_path: Path) -> None:
+def test_api_bad_inputs_give_short_messages(client: Any, upload_path: Path) -> None:
     from gradio_client.exceptions import AppError
 
-    path = _image(tmp_path / "a.png", (400, 300))
+    path = _image(upload_path / "a.png", (400, 300))
     for name, kwargs, expected in BAD_INPUTS:
         args = {"image": path, "labels": None, "box": None, "model": KEY, **kwargs}
         if args["labels"] is None and "labels" not in kwargs:
@@ -303,12 +303,12 @@ def test_ui_click_without_image(client: Any) -> None:
         client.predict(10, 10, S.POINT_MODE, S.INCLUDE, KEY, api_name="/segment_click")
 
 
-def test_two_sessions_at_once_get_their_own_masks(app_url: str, tmp_path: Path) -> None:
+def test_two_sessions_at_once_get_their_own_masks(app_url: str, upload_path: Path) -> None:
     from gradio_client import Client, handle_file
 
     images = {
-        "a": _image(tmp_path / "a.png", (320, 200), seed=1),
-        "b": _image(tmp_path / "b.png", (180, 260), seed=2),
+        "a": _image(upload_path / "a.png", (320, 200), seed=1),
+        "b": _image(upload_path / "b.png", (180, 260), seed=2),
     }
     results: dict[str, Any] = {}
     errors: list[BaseException] = []

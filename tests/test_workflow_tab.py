@@ -53,13 +53,13 @@ def test_views_show_crops_table_and_the_weights_warning(ctx, books_run):
     assert "tiny random weights" in status
 
 
-def test_an_edit_makes_a_row_valid_and_exports_round_trip(ctx, books_run, tmp_path):
+def test_an_edit_makes_a_row_valid_and_exports_round_trip(ctx, books_run, upload_path):
     r = workflow.WorkflowRun(**{**books_run.__dict__, "rows": list(books_run.rows)})
     table = wf.rows_to_table(r.rows, r.schema)
     table[0][3:6] = ["Moby-Dick", "Herman Melville", "Harper & Brothers"]
     r.rows = wf.apply_table_edits(r.rows, table, r.schema)
     assert r.rows[0].valid and r.rows[0].edited and r.rows[0].raw == books_run.rows[0].raw
-    paths = workflow.write_exports(r)
+    paths = workflow.write_exports(ctx, r)
     as_json = wf.rows_from_json(Path(paths[0]).read_text())
     as_csv = wf.rows_from_csv(Path(paths[1]).read_text(), r.schema)
     assert as_json == as_csv

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from model_loaders.core.adapters import LoadSettings, availability, family_module
 from model_loaders.core.cache import ModelCache
 from model_loaders.core.errors import ModelUnavailable
+from model_loaders.core.outputs import OutputSpace
 from model_loaders.core.registry import get_spec
 from model_loaders.core.results import Timings
 from model_loaders.core.specs import ModelSpec, WeightsMode
+from model_loaders.core.uploads import UploadGate
 
 
 @dataclass(frozen=True)
@@ -44,15 +48,28 @@ class AppContext:
     Attributes:
         settings: weights mode and device.
         cache: the shared `ModelCache`, keyed by `CacheKey`.
+        uploads: the gate every file a request names passes (refuses every path by default).
+        outputs: the capped space where requests write their download files.
         options: launch options shown in the status panel (queue size, file size cap).
     """
 
     settings: LoadSettings
     cache: ModelCache = field(repr=False)
+    uploads: UploadGate = field(default_factory=UploadGate)
+    outputs: OutputSpace = field(default_factory=lambda: OutputSpace(Path(tempfile.gettempdir()) / "vision-playground"))
     options: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, weights: WeightsMode, device: str, budget_bytes: int | None = None, **options: Any) -> AppContext:
+    def create(
+        cls,
+        weights: WeightsMode,
+        device: str,
+        budget_bytes: int | None = None,
+        *,
+        uploads: UploadGate | None = None,
+        outputs: OutputSpace | None = None,
+        **options: Any,
+    ) -> AppContext:
         """Build a context with the real loader; ``device`` must already be resolved."""
         from model_loaders.core.device import default_budget_bytes
 
@@ -68,7 +85,12 @@ class AppContext:
             return spec.estimated_bytes(ck.dtype) if weights != "tiny" else None
 
         cache = ModelCache(load, budget, estimate=estimate)  # type: ignore[arg-type]
-        return cls(settings=settings, cache=cache, options=options)
+        extra: dict[str, Any] = {}
+        if uploads is not None:
+            extra["uploads"] = uploads
+        if outputs is not None:
+            extra["outputs"] = outputs
+        return cls(settings=settings, cache=cache, options=options, **extra)
 
     @property
     def weights_warning(self) -> str:

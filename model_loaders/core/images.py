@@ -16,13 +16,13 @@ import logging
 import os
 import struct
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from model_loaders.core.errors import InputError
+from model_loaders.core.uploads import NOT_A_FILE, UPLOAD_AGAIN, UploadGate
 
 log = logging.getLogger(__name__)
 
@@ -82,29 +82,17 @@ class DecodedImage:
         return Image.fromarray(self.array)
 
 
-def _read_bytes(source: Any) -> tuple[bytes, str]:
-    """Return (content, display name) from any of the ways Gradio or callers hand us an image."""
-    if source is None:
+def _read_bytes(source: Any, gate: UploadGate | None) -> tuple[bytes, str]:
+    """Return (content, display name) from raw bytes, or from a file a request names (gated)."""
+    if source is None or (isinstance(source, dict) and not source.get("path")):
         raise ImageInputError("Upload an image first.")
-    if isinstance(source, dict):  # Gradio FileData payload with preprocess=False
-        path = source.get("path")
-        if not path:
-            raise ImageInputError("Upload an image first.")
-        source = path
-    elif hasattr(source, "path") and not isinstance(source, (str, os.PathLike)):
-        source = source.path
     if isinstance(source, (bytes, bytearray)):
         return bytes(source), "upload"
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        try:
-            size = path.stat().st_size
-        except OSError:
-            raise ImageInputError("The uploaded file could not be found; please upload it again.") from None
-        if size > 64 * 2**20:
-            raise ImageInputError("The file is too large (max 64 MB).")
-        return path.read_bytes(), path.name
-    raise ImageInputError("Unsupported image input.")
+    if isinstance(source, (str, os.PathLike, dict)) or hasattr(source, "path"):
+        if gate is None:  # no gate configured: refuse rather than read an arbitrary path
+            raise ImageInputError(UPLOAD_AGAIN)
+        return gate.read(source)
+    raise ImageInputError(NOT_A_FILE)
 
 
 def _sniff_unsupported(data: bytes) -> str | None:
@@ -150,13 +138,18 @@ def _to_rgb(im: Image.Image, notes: list[str]) -> np.ndarray:
 
 
 def decode_image(
-    source: Any, *, working_max_side: int = WORKING_MAX_SIDE, keep_original: bool = False
+    source: Any,
+    *,
+    gate: UploadGate | None = None,
+    working_max_side: int = WORKING_MAX_SIDE,
+    keep_original: bool = False,
 ) -> DecodedImage:
     """Decode an untrusted image safely.
 
     Args:
-        source: a Gradio FileData dict (``{"path": ...}``), a path, raw bytes, a PIL image or
-            an RGB/gray numpy array (trusted internal callers).
+        source: a Gradio FileData dict (``{"path": ...}``) or a path, read only through
+            ``gate``; or raw bytes, a PIL image or an RGB/gray numpy array (internal callers).
+        gate: the upload gate that every named file passes; without one, paths are refused.
         working_max_side: longest side of the working image; larger images are downscaled.
         keep_original: also return the full-resolution RGB array.
 
@@ -173,7 +166,7 @@ def decode_image(
         im = source
         data_name = "image"
     else:
-        data, data_name = _read_bytes(source)
+        data, data_name = _read_bytes(source, gate)
         if not data:
             raise ImageInputError("The file is empty.")
         unsupported = _sniff_unsupported(data)

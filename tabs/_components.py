@@ -1,0 +1,28 @@
+"""Gradio components with the app's own input handling."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import gradio as gr
+from gradio.data_classes import GradioRootModel, ImageData
+from pydantic import Field
+
+
+class AnyImagePayload(GradioRootModel):
+    """An image input's raw JSON: Gradio's ``ImageData`` when it is one, anything else as sent.
+
+    Gradio validates an input against its component's data model even with
+    ``preprocess=False``; a hand-made request sending a plain string or a number as the image
+    then fails inside Gradio, before the handler, with a generic error. Letting every value
+    through to the handler means the app's upload gate answers it, with the app's message.
+    """
+
+    root: Annotated[ImageData | Any, Field(union_mode="left_to_right")]
+
+
+class ImageInput(gr.Image):
+    """``gr.Image`` for inputs read with ``preprocess=False`` through the app's upload gate."""
+
+    data_model = AnyImagePayload
+    is_template = True  # rendered by gr.Image's own front end (as Gradio's template components are)
