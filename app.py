@@ -95,12 +95,19 @@ def private_temp_folders() -> Path:
     return folder
 
 
-def make_context(weights: str, device: str, budget_bytes: int | None = None, temp_cap_mb: int | None = None) -> Any:
+def make_context(
+    weights: str,
+    device: str,
+    budget_bytes: int | None = None,
+    temp_cap_mb: int | None = None,
+    available: Any = None,
+) -> Any:
     """Create the shared `AppContext` (resolves ``auto`` devices; loads nothing).
 
     Files a request names are accepted from Gradio's upload folder and the shipped examples
     only; the app's own outputs go to a capped folder inside the upload folder (served without
-    a copy) that the upload gate refuses as input.
+    a copy) that the upload gate refuses as input. ``budget_bytes`` caps what models may take
+    (default: a share of the device's memory); ``available`` replaces the free-memory probe (tests).
     """
     from model_loaders.core.context import AppContext
     from model_loaders.core.device import resolve_device
@@ -111,7 +118,12 @@ def make_context(weights: str, device: str, budget_bytes: int | None = None, tem
     outputs = OutputSpace(upload_folder / OUTPUTS_FOLDER, cap_bytes=(temp_cap_mb or DEFAULT_CAP_MB) * 2**20)
     uploads = UploadGate.for_folders([upload_folder, ASSETS], excluded=[outputs.root])
     return AppContext.create(
-        weights, resolve_device(device), budget_bytes=budget_bytes, uploads=uploads, outputs=outputs  # type: ignore[arg-type]
+        weights,  # type: ignore[arg-type]
+        resolve_device(device),
+        budget_bytes=budget_bytes,
+        uploads=uploads,
+        outputs=outputs,
+        available=available,
     )
 
 

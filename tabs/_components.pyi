@@ -25,9 +25,7 @@ class ImageInput(gr.Image):
 
     data_model = AnyImagePayload
     is_template = True
-    from collections.abc import Callable, Sequence
-    from typing import TYPE_CHECKING, Any, Literal
-
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
     from gradio.blocks import Block
     if TYPE_CHECKING:
         from gradio.components import Timer

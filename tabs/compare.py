@@ -15,7 +15,6 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from model_loaders.core.adapters import availability
 from model_loaders.core.context import AppContext
 from model_loaders.core.errors import InputError
 from model_loaders.core.images import DecodedImage, decode_image
@@ -91,7 +90,7 @@ def model_choices(ctx: AppContext, task: str) -> list[tuple[str, str]]:
     """(label, key) for every model that can do ``task``, home-task models first."""
     out = []
     for s in specs_for_task(task):  # type: ignore[arg-type]
-        avail = availability(s, ctx.settings.weights)
+        avail = ctx.availability(s)
         other = "" if s.task == task else f" · {s.task} model"
         out.append((f"{s.name} · {s.licence}{other}" + ("" if avail.ok else f" · {avail.status}"), s.key))
     return out
@@ -99,7 +98,7 @@ def model_choices(ctx: AppContext, task: str) -> list[tuple[str, str]]:
 
 def default_models(ctx: AppContext, task: str, n: int = 2) -> list[str]:
     """The task's default model plus the next runnable ones (for the picker's initial value)."""
-    runnable = [s.key for s in specs_for_task(task) if availability(s, ctx.settings.weights).ok]  # type: ignore[arg-type]
+    runnable = [s.key for s in specs_for_task(task) if ctx.availability(s).ok]  # type: ignore[arg-type]
     first = DEFAULTS.get(task)  # type: ignore[call-overload]
     ordered = ([first] if first in runnable else []) + [k for k in runnable if k != first]
     return ordered[:n]
@@ -204,7 +203,7 @@ def run_compare(
         InputError: bad task, model list, image, prompt or numbers.
     """
     task = str(task or "")
-    specs = runners.check_compare_keys(task, _models(models), ctx.settings.weights)
+    specs = runners.check_compare_keys(ctx, task, _models(models))
     if image is None:
         raise InputError("Please upload an image (or pick an example).")
     pts: list[tuple[float, float]] = []

@@ -17,7 +17,6 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from model_loaders.core.adapters import availability
 from model_loaders.core.context import AppContext
 from model_loaders.core.detections import COCO_CLASSES
 from model_loaders.core.errors import InputError
@@ -80,7 +79,7 @@ def model_choices(ctx: AppContext) -> list[tuple[str, str]]:
     """Dropdown (label, key) pairs; models that cannot run here say why in their label."""
     out = []
     for s in detect_specs():
-        avail = availability(s, ctx.settings.weights)
+        avail = ctx.availability(s)
         tag = "open vocabulary · " if s.family == OPEN_VOCAB_FAMILY else ""
         label = f"{s.name} · {tag}{s.licence}" + ("" if avail.ok else f" · {avail.status}")
         out.append((label, s.key))
@@ -90,7 +89,7 @@ def model_choices(ctx: AppContext) -> list[tuple[str, str]]:
 def model_note(ctx: AppContext, key: str) -> str:
     """One line under the picker: licence, commercial use, and availability."""
     spec = get_spec(key)
-    avail = availability(spec, ctx.settings.weights)
+    avail = ctx.availability(spec)
     parts = [f"**{spec.name}** · licence [{spec.licence}]({spec.licence_url})"]
     if spec.commercial != "yes":
         parts.append(spec.commercial_note or f"commercial use: {spec.commercial}")

@@ -38,7 +38,7 @@ def status_markdown(ctx: AppContext) -> str:
 
 def table_rows(ctx: AppContext) -> list[list[str]]:
     """One row per registered model, in registry order."""
-    return [list(model_row(spec, ctx.settings.weights).values()) for spec in REGISTRY.values()]
+    return [list(model_row(spec, ctx.availability(spec).status).values()) for spec in REGISTRY.values()]
 
 
 def build(ctx: AppContext) -> None:

@@ -25,6 +25,7 @@ from PIL import Image
 from model_loaders.core.context import AppContext
 from model_loaders.core.errors import InputError
 from model_loaders.core.images import DecodedImage, decode_image
+from model_loaders.core.jsontext import loads
 from model_loaders.core.registry import DEFAULTS, get_spec, specs_for_task
 from model_loaders.core.results import Timings
 from model_loaders.families import sam2
@@ -492,14 +493,7 @@ def export(ctx: AppContext, session: SegmentSession) -> list[str]:
 def _parse_json(value: Any, name: str) -> Any:
     if isinstance(value, str):
         text = value.strip()
-        if not text:
-            return None
-        if len(text) > 100_000:
-            raise InputError(f"{name} is too long.")
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError:
-            raise InputError(f"{name} is not valid JSON.") from None
+        return loads(text, name, max_chars=100_000) if text else None
     return value
 
 

@@ -16,7 +16,6 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from model_loaders.core.adapters import availability
 from model_loaders.core.context import AppContext
 from model_loaders.core.errors import InputError
 from model_loaders.core.images import DecodedImage, decode_image
@@ -25,6 +24,7 @@ from model_loaders.core.results import Timings
 from model_loaders.core.specs import ModelSpec
 from model_loaders.tasks import runners
 from model_loaders.tasks import workflow as wf
+from model_loaders.tasks.structured import PRESETS
 from tabs._components import ImageInput
 from tabs._errors import user_errors
 from tabs._events import LIGHT_EVENT, MODEL_EVENT
@@ -60,7 +60,7 @@ def vlm_choices(ctx: AppContext) -> list[tuple[str, str]]:
 
 
 def _label(ctx: AppContext, s: ModelSpec) -> str:
-    avail = availability(s, ctx.settings.weights)
+    avail = ctx.availability(s)
     return f"{s.name} · {s.licence}" + ("" if avail.ok else f" · {avail.status}")
 
 
@@ -90,7 +90,7 @@ class WorkflowRun:
 def _spec_for(ctx: AppContext, key: Any, task: str, what: str) -> ModelSpec:
     if not isinstance(key, str) or not key:
         raise InputError(f"Please pick a {what}.")
-    spec = runners.checked_spec(key, task, ctx.settings.weights, what=f"a {what}")
+    spec = runners.checked_spec(ctx, key, task, what=f"a {what}")
     if task == "ask" and spec.family == "florence2":
         raise InputError(f"{spec.name} cannot answer with JSON: pick a chat VLM.")
     return spec
@@ -228,7 +228,7 @@ def build(ctx: AppContext) -> None:
             padding = gr.Slider(0, MAX_PADDING, value=DEFAULT_PADDING, step=1, label="③ Crop padding (pixels)",
                                 elem_id="workflow-padding")  # fmt: skip
             vlm = gr.Dropdown(vlm_choices(ctx), value=DEFAULT_VLM, label="④ VLM", filterable=True, elem_id="workflow-vlm")
-            preset = gr.Dropdown(list(wf.SCHEMA_PRESETS), value="book", label="Schema preset", elem_id="workflow-preset")
+            preset = gr.Dropdown(list(PRESETS), value="book", label="Schema preset", elem_id="workflow-preset")
             schema = gr.Code(wf.schema_json(wf.BOOK_SCHEMA), language="json", label="④ JSON Schema (editable)",
                              interactive=True, elem_id="workflow-schema")  # fmt: skip
             run_btn = gr.Button("Run workflow", variant="primary", elem_id="workflow-run")
@@ -282,7 +282,7 @@ def build(ctx: AppContext) -> None:
         return write_exports(ctx, run), run
 
     def on_preset(name: Any) -> str:
-        return wf.schema_json(wf.SCHEMA_PRESETS.get(str(name), wf.BOOK_SCHEMA))
+        return wf.schema_json(PRESETS.get(str(name), wf.BOOK_SCHEMA))
 
     @user_errors
     def api_workflow(

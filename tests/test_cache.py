@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from model_loaders.core.cache import ModelCache, module_bytes
+from model_loaders.core.cache import ModelCache, Need, module_bytes
 from model_loaders.core.errors import ModelUnavailable
 
 
@@ -70,15 +70,26 @@ def test_eight_threads_asking_for_one_cold_model_load_it_once():
 
 
 def test_different_models_load_in_parallel():
-    cache, loader, _ = make_cache({"a": 1, "b": 1}, 100, delay=0.5)
-    start = time.monotonic()
+    # a's load waits until b's load has started: if loads were serialised, b would never start
+    # while a is loading, and a's wait would run out.
+    b_started = threading.Event()
+    overlapped: list[bool] = []
+
+    def loader(key: str) -> FakeModel:
+        if key == "a":
+            overlapped.append(b_started.wait(10))
+        else:
+            b_started.set()
+        return FakeModel(key, 1)
+
+    cache = ModelCache(loader, 100, sizer=lambda m: m.nbytes, release=lambda: None)
     threads = [threading.Thread(target=lambda k=k: cache.use(k).__enter__()) for k in "ab"]
+    threads[0].start()
+    threads[1].start()
     for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
-    assert sorted(loader.calls) == ["a", "b"]
-    assert time.monotonic() - start < 0.95, "a per-key lock must not serialise unrelated loads"
+        t.join(20)
+    assert overlapped == [True], "a per-key lock must not serialise unrelated loads"
+    assert cache.is_loaded("a") and cache.is_loaded("b")
 
 
 def test_eviction_is_least_recently_used_first():
@@ -107,7 +118,7 @@ def test_eviction_counts_bytes_not_models():
 def test_room_is_made_before_loading_when_size_is_known():
     sizes = {"a": 60, "b": 60}
     seen_used: list[int] = []
-    cache, loader, _ = make_cache(sizes, 100, estimate=lambda key: sizes[key])
+    cache, loader, _ = make_cache(sizes, 100, need=lambda key: Need(key, sizes[key], 0))
     original = loader.__call__
 
     def spy(key: str) -> FakeModel:
@@ -214,3 +225,76 @@ def test_module_bytes_counts_parameters_and_buffers_once():
 
     expected = 110 * 4 + 20 * 4 + 20 * 4 + 8
     assert module_bytes(Bundle()) == expected
+
+
+# --- memory admission: refuse before loading, never load and hope ---------------------------------
+
+
+def test_a_model_larger_than_the_budget_is_refused_without_loading():
+    cache, loader, _ = make_cache({"small": 10, "huge": 500}, 100, need=lambda k: Need(k, {"small": 10, "huge": 500}[k], 20))
+    with cache.use("small"):
+        pass
+    with pytest.raises(ModelUnavailable) as info:
+        with cache.use("huge"):
+            pass
+    assert info.value.kind == "too_large"
+    assert "huge needs about" in info.value.message and "for models" in info.value.message
+    assert loader.calls == ["small"], "nothing is loaded for a refused model"
+    assert cache.is_loaded("small"), "a refusal evicts nothing"
+
+
+def test_working_memory_counts_towards_the_budget():
+    # 80 of weights fit a 100 budget, but not with 30 of working memory on top.
+    cache, loader, _ = make_cache({"a": 80}, 100, need=lambda k: Need(k, 80, 30))
+    with pytest.raises(ModelUnavailable, match="needs about"):
+        with cache.use("a"):
+            pass
+    assert loader.calls == []
+
+
+def test_room_held_by_requests_in_progress_gives_busy_then_works_later():
+    sizes = {"a": 60, "b": 60}
+    cache, loader, _ = make_cache(sizes, 100, need=lambda k: Need(k, sizes[k], 0))
+    with cache.use("a"):  # pinned: cannot be evicted for b
+        with pytest.raises(ModelUnavailable) as info:
+            with cache.use("b"):
+                pass
+        assert info.value.kind == "busy"
+    with cache.use("b"):  # a is no longer in use: evicted, b loads
+        pass
+    assert loader.calls == ["a", "b"] and not cache.is_loaded("a")
+
+
+def test_the_budget_follows_the_memory_that_is_really_free():
+    free = {"bytes": 1000}
+    sizes = {"a": 40, "b": 40}
+    cache, loader, _ = make_cache(sizes, 100, need=lambda k: Need(k, sizes[k], 0), available=lambda: free["bytes"])
+    with cache.use("a"):
+        pass
+    free["bytes"] = 10  # something else took the machine's memory: a (40) + 10 free = room for 50
+    with cache.use("b"):
+        pass
+    assert [i.key for i in cache.snapshot()] == ["b"], "a was evicted because b did not fit beside it"
+
+
+def test_a_load_in_progress_holds_its_room_so_a_concurrent_load_cannot_take_it():
+    sizes = {"a": 60, "b": 60}
+    a_loading, a_may_finish = threading.Event(), threading.Event()
+
+    def loader(key: str) -> FakeModel:
+        if key == "a":
+            a_loading.set()
+            a_may_finish.wait(10)
+        return FakeModel(key, sizes[key])
+
+    cache = ModelCache(loader, 100, sizer=lambda m: m.nbytes, need=lambda k: Need(k, sizes[k], 0), release=lambda: None)
+    worker = threading.Thread(target=lambda: cache.use("a").__enter__())
+    worker.start()
+    assert a_loading.wait(10)
+    with pytest.raises(ModelUnavailable) as info:
+        with cache.use("b"):
+            pass
+    assert info.value.kind == "busy"
+    a_may_finish.set()
+    worker.join(10)
+    assert cache.is_loaded("a") and not cache.is_loaded("b")

@@ -106,13 +106,13 @@ def test_an_input_error_stops_the_comparison(all_available):
         ("ask", ["florence-2-base", "cogvlm-chat"], "remote code"),
     ],
 )
-def test_bad_compare_requests_are_refused_before_anything_loads(task, keys, message):
+def test_bad_compare_requests_are_refused_before_anything_loads(ctx, task, keys, message):
     with pytest.raises(InputError, match=message):
-        check_compare_keys(task, keys, "tiny")
+        check_compare_keys(ctx, task, keys)
 
 
-def test_models_from_other_tasks_that_can_do_it_are_accepted():
-    specs = check_compare_keys("detect", ["rf-detr-nano", "florence-2-base"], "tiny")
+def test_models_from_other_tasks_that_can_do_it_are_accepted(ctx):
+    specs = check_compare_keys(ctx, "detect", ["rf-detr-nano", "florence-2-base"])
     assert [s.key for s in specs] == ["rf-detr-nano", "florence-2-base"]
 
 

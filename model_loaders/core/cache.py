@@ -1,15 +1,24 @@
-"""The shared model cache: pin while used, load once, evict least-recently-used by bytes.
+"""The shared model cache: pin while used, load once, admit by memory, evict least-recently-used by bytes.
 
-Design (see DESIGN.md): ``with cache.use(key) as model:`` pins the model for one request;
-two cold requests for one model load it once (check, take the key's lock, check again);
-unpinned models are evicted least-recently-used first until the new one fits the byte budget;
-sizes are measured after loading; on out-of-memory the cache evicts everything unpinned and
-retries once. Device, budget probe, loader and sizer are injected, so tests use fakes.
+Design (see docs/ARCHITECTURE.md): ``with cache.use(key) as model:`` pins the model for one
+request; two cold requests for one model load it once (check, take the key's lock, check again).
+
+Memory admission happens before a load, never after: a model whose estimated weights plus the
+working memory a run needs exceed the budget is refused (``too_large``) without loading; one
+that would fit once other requests finish is refused (``busy``) rather than pushing the process
+over its budget. The budget follows the memory that is really free: the room for models is
+``min(budget, bytes held by models + memory available now - headroom)``, read at each load.
+Room is made by evicting unpinned models least-recently-used first; bytes being loaded count
+as held while they load, so two concurrent loads cannot both take the same room. Sizes are
+measured after loading; on out-of-memory the cache evicts everything unpinned and retries once.
+Loader, sizer, memory probes and clock are injected, so tests use fakes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import gc
 import logging
 import threading
@@ -24,6 +33,32 @@ log = logging.getLogger(__name__)
 
 Loader = Callable[[str], Any]
 Sizer = Callable[[Any], int]
+GB = 2**30
+
+
+@dataclass(frozen=True)
+class Need:
+    """What running one model takes, estimated before it loads.
+
+    Attributes:
+        name: the model's name, for messages.
+        weights: bytes the loaded model holds (parameters and buffers at the load dtype).
+        working: bytes a run needs on top while it runs (activations, pre- and post-processing).
+    """
+
+    name: str
+    weights: int
+    working: int
+
+    @property
+    def total(self) -> int:
+        """Weights plus working memory."""
+        return self.weights + self.working
+
+
+def gb(nbytes: float) -> str:
+    """Bytes as a short "3.2 GB" text for messages."""
+    return f"{nbytes / GB:.1f} GB"
 
 
 def module_bytes(obj: Any) -> int:
@@ -61,14 +96,34 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return "OutOfMemoryError" in names or "out of memory" in str(exc).lower()
 
 
+def _malloc_trim() -> Callable[[], Any] | None:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    trim = getattr(libc, "malloc_trim", None)
+    return (lambda: trim(0)) if trim is not None else None
+
+
+_TRIM = _malloc_trim()
+
+
 def release_memory() -> None:
-    """Return freed memory to the system/allocator. Called outside any ``except`` block."""
+    """Return freed memory to the system/allocator. Called outside any ``except`` block.
+
+    On CPU, glibc keeps freed heap memory for reuse: without ``malloc_trim`` an evicted model's
+    bytes stay in the process, and the next model lands on top of them (the process then runs
+    gigabytes over its budget although the cache's own count is right).
+    """
     gc.collect()
     import sys
 
     torch = sys.modules.get("torch")  # only if something already imported it
     if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.empty_cache()
+    if _TRIM is not None:
+        _TRIM()
 
 
 @dataclass
@@ -91,16 +146,18 @@ class CachedModelInfo:
 
 
 class ModelCache:
-    """Thread-safe cache of loaded models with a byte budget.
+    """Thread-safe cache of loaded models with memory admission and a byte budget.
 
     Args:
         loader: ``loader(key)`` builds the model; it may raise `ModelUnavailable`.
-        budget: bytes allowed in total, or a zero-argument probe returning them (read at
-            each load so it can follow free memory).
+        budget: the most bytes models (plus one run's working memory) may take, or a
+            zero-argument probe returning it (read at each load).
         sizer: measures a loaded model in bytes (default: torch parameters and buffers).
-        estimate: bytes a key is expected to need before it loads (or ``None``), so room is
-            made before loading rather than only after (peak memory stays within budget).
-        release: frees memory after eviction (default: gc + CUDA empty_cache if in use).
+        need: what a key takes before it loads (`Need`), or ``None`` when unknown (then it is
+            loaded without admission and measured afterwards).
+        available: probe of the memory free right now (``None``: follow the budget only).
+        headroom: bytes always left free for everything that is not a model.
+        release: frees memory after eviction (default: gc, CUDA empty_cache, malloc_trim).
         clock: monotonic clock, injectable for tests.
     """
 
@@ -110,17 +167,22 @@ class ModelCache:
         budget: int | Callable[[], int],
         *,
         sizer: Sizer = module_bytes,
-        estimate: Callable[[Hashable], int | None] = lambda key: None,
+        need: Callable[[Hashable], Need | None] = lambda key: None,
+        available: Callable[[], int] | None = None,
+        headroom: int = 0,
         release: Callable[[], None] = release_memory,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._loader = loader
         self._budget = budget if callable(budget) else (lambda b=budget: b)
         self._sizer = sizer
-        self._estimate = estimate
+        self._need = need
+        self._available = available
+        self._headroom = headroom
         self._release = release
         self._clock = clock
         self._entries: dict[Hashable, _Entry] = {}
+        self._loading: dict[Hashable, int] = {}  # bytes promised to loads in progress
         self._table_lock = threading.Lock()
         self._key_locks: dict[Hashable, threading.Lock] = {}
         self.loads = 0  # number of loader calls that succeeded (for tests and the status panel)
@@ -130,12 +192,28 @@ class ModelCache:
 
     @property
     def budget_bytes(self) -> int:
-        """The current byte budget."""
+        """The configured budget (an upper bound; free memory may allow less)."""
         return int(self._budget())
+
+    def room_bytes(self) -> int:
+        """Bytes models may take now: the budget, or less when the machine has less free."""
+        with self._table_lock:
+            return self._room_locked()
+
+    def admits(self, need: Need | None) -> str:
+        """Why a model with ``need`` can never run under this budget ("" when it can)."""
+        if need is None or need.total <= self.budget_bytes:
+            return ""
+        return f"{need.name} needs about {gb(need.total)}; this server has {gb(self.budget_bytes)} for models."
 
     @contextlib.contextmanager
     def use(self, key: Hashable) -> Iterator[Any]:
-        """Pin ``key``'s model for the duration of the ``with`` block, loading it if needed."""
+        """Pin ``key``'s model for the duration of the ``with`` block, loading it if needed.
+
+        Raises:
+            ModelUnavailable: ``too_large`` / ``busy`` when memory admission refuses it, or the
+                loader's own typed error.
+        """
         entry = self._acquire(key)
         try:
             yield entry.model
@@ -168,14 +246,22 @@ class ModelCache:
         """Drop every model no request is using (for out-of-memory recovery)."""
         with self._table_lock:
             dropped = [k for k, e in self._entries.items() if e.pins == 0]
+            freed = sum(self._entries[k].nbytes for k in dropped)
             for k in dropped:
                 del self._entries[k]
         if dropped:
-            log.info("evicted %s", dropped)
+            log.info("evicted %s (%s) to recover memory", ", ".join(map(str, dropped)), gb(freed))
             self._release()
         return dropped
 
     # -- internals --------------------------------------------------------------------------
+
+    def _room_locked(self) -> int:
+        held = sum(e.nbytes for e in self._entries.values()) + sum(self._loading.values())
+        room = self.budget_bytes
+        if self._available is not None:
+            room = min(room, held + int(self._available()) - self._headroom)
+        return room
 
     def _pin_if_loaded(self, key: Hashable) -> _Entry | None:
         with self._table_lock:
@@ -195,13 +281,56 @@ class ModelCache:
             entry = self._pin_if_loaded(key)  # someone may have loaded it while we waited
             if entry is not None:
                 return entry
-            self._evict_to_budget(keep=key, incoming=self._estimate(key) or 0)
-            model, nbytes, load_s = self._load_with_oom_retry(key)
+            need = self._need(key)
+            self._admit(key, need)
+            try:
+                model, nbytes, load_s = self._load_with_oom_retry(key)
+            finally:
+                with self._table_lock:
+                    self._loading.pop(key, None)
             entry = _Entry(model, nbytes, load_s, pins=1, last_used=self._clock())
             with self._table_lock:
                 self._entries[key] = entry
-            self._evict_to_budget(keep=key)
+            log.info("loaded %s in %.1f s: %s (estimated %s)", key, load_s, gb(nbytes),
+                     gb(need.weights) if need else "unknown")  # fmt: skip
+            self._evict_to_budget(keep=key, working=need.working if need else 0)
             return entry
+
+    def _admit(self, key: Hashable, need: Need | None) -> None:
+        """Refuse ``key`` if it cannot fit; else make room (LRU eviction) and promise it the bytes."""
+        if need is None:
+            self._evict_to_budget(keep=key)
+            return
+        reason = self.admits(need)
+        if reason:
+            log.warning("refused %s: needs %s, budget %s", key, gb(need.total), gb(self.budget_bytes))
+            raise ModelUnavailable(str(key), "too_large", reason)
+        dropped: list[tuple[Hashable, int]] = []
+        with self._table_lock:
+            room = self._room_locked()
+            busy = sum(e.nbytes for e in self._entries.values() if e.pins > 0) + sum(self._loading.values())
+            if busy + need.total > room:
+                log.warning("refused %s for now: needs %s, %s free for models, %s in use by other requests",
+                            key, gb(need.total), gb(room), gb(busy))  # fmt: skip
+                raise ModelUnavailable(
+                    str(key),
+                    "busy",
+                    f"{need.name} needs about {gb(need.total)}, and only {gb(max(room - busy, 0))} is free for "
+                    "models right now. Try again in a moment, or pick a smaller model.",
+                )
+            held = sum(e.nbytes for e in self._entries.values()) + sum(self._loading.values())
+            for k, e in sorted(self._entries.items(), key=lambda kv: kv[1].last_used):
+                if held + need.total <= room:
+                    break
+                if e.pins == 0:
+                    del self._entries[k]
+                    held -= e.nbytes
+                    dropped.append((k, e.nbytes))
+            self._loading[key] = need.weights
+        if dropped:
+            log.info("evicted %s to make room for %s (needs %s of %s for models)",
+                     ", ".join(f"{k} ({gb(b)})" for k, b in dropped), key, gb(need.total), gb(room))  # fmt: skip
+            self._release()
 
     def _load_with_oom_retry(self, key: Hashable) -> tuple[Any, int, float]:
         # Estimates can be wrong, so on OOM evict everything unpinned and retry once.
@@ -229,27 +358,30 @@ class ModelCache:
                 log.warning("out of memory loading %s: evicting unpinned models and retrying", key)
                 self.evict_unpinned()
                 self._release()
+        log.warning("refused %s: out of memory twice while loading", key)
         raise ModelUnavailable(
             str(key), "out_of_memory", f"Not enough memory to load {key}; try a smaller model."
         )
 
-    def _evict_to_budget(self, keep: Hashable, incoming: int = 0) -> None:
-        budget = self.budget_bytes - incoming
-        dropped: list[Hashable] = []
+    def _evict_to_budget(self, keep: Hashable, working: int = 0) -> None:
+        """After a load (sizes now measured): drop LRU unpinned models until the rest fit."""
+        dropped: list[tuple[Hashable, int]] = []
         with self._table_lock:
-            used = sum(e.nbytes for e in self._entries.values())
+            room = self._room_locked() - working
+            used = sum(e.nbytes for e in self._entries.values()) + sum(self._loading.values())
             lru = sorted(
                 (kv for kv in self._entries.items() if kv[1].pins == 0 and kv[0] != keep),
                 key=lambda kv: kv[1].last_used,
             )
             for k, e in lru:
-                if used <= budget:
+                if used <= room:
                     break
                 del self._entries[k]
                 used -= e.nbytes
-                dropped.append(k)
+                dropped.append((k, e.nbytes))
         if dropped:
-            log.info("evicted %s to fit the %.0f MB budget", dropped, budget / 2**20)
+            log.info("evicted %s to stay within %s for models",
+                     ", ".join(f"{k} ({gb(b)})" for k, b in dropped), gb(room))  # fmt: skip
             self._release()
-        if used > budget and not incoming:
-            log.warning("models in use hold %.0f MB, over the %.0f MB budget", used / 2**20, budget / 2**20)
+        if used > room:
+            log.warning("models in use hold %s, over the %s free for models", gb(used), gb(max(room, 0)))

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from model_loaders.core.adapters import availability
 from model_loaders.core.registry import REGISTRY
-from model_loaders.core.specs import ModelSpec, WeightsMode
+from model_loaders.core.specs import ModelSpec
 
 COLUMNS = ("Model", "Key", "Tasks", "Params", "Licence", "Commercial use", "Gated", "Paper", "Revision", "Runs here")
 README_COLUMNS = ("Model", "Key", "Tasks", "Params", "Licence", "Commercial use", "Gated", "Paper", "Revision")
@@ -34,8 +33,8 @@ def revision_text(spec: ModelSpec) -> str:
     return spec.revision[:7] if len(spec.revision) == 40 else spec.revision
 
 
-def model_row(spec: ModelSpec, weights: WeightsMode | None) -> dict[str, str]:
-    """One row; ``weights=None`` leaves out the machine-specific "Runs here" column."""
+def model_row(spec: ModelSpec, runs_here: str | None = None) -> dict[str, str]:
+    """One row; ``runs_here=None`` leaves out the machine-specific "Runs here" column."""
     model = f"[{spec.name}]({spec.hub_url})" if spec.hub_url else spec.name
     row = {
         "Model": model,
@@ -48,8 +47,8 @@ def model_row(spec: ModelSpec, weights: WeightsMode | None) -> dict[str, str]:
         "Paper": f"[arXiv]({spec.paper})" if "arxiv.org" in spec.paper else f"[paper]({spec.paper})",
         "Revision": revision_text(spec),
     }
-    if weights is not None:
-        row["Runs here"] = availability(spec, weights).status
+    if runs_here is not None:
+        row["Runs here"] = runs_here
     return row
 
 

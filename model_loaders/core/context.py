@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from model_loaders.core.adapters import LoadSettings, availability, family_module
-from model_loaders.core.cache import ModelCache
+from model_loaders.core.adapters import Availability, LoadSettings, availability, family_module
+from model_loaders.core.cache import ModelCache, Need, gb
 from model_loaders.core.errors import ModelUnavailable
 from model_loaders.core.outputs import OutputSpace
 from model_loaders.core.registry import get_spec
@@ -32,6 +32,24 @@ class CacheKey:
 
     def __str__(self) -> str:
         return self.key
+
+
+HEADROOM_BYTES = 512 * 2**20  # always left free for the server, the image pipeline and the system
+
+
+def memory_need(spec: ModelSpec, settings: LoadSettings) -> Need | None:
+    """Weights and working memory of ``spec`` at the dtype it loads with under ``settings``.
+
+    ``None`` for API models, models whose size is not published, and ``tiny`` builds (their
+    sizes are nothing like the estimate; they are measured after loading instead).
+    """
+    if settings.weights == "tiny" or spec.is_api:
+        return None
+    dtype = settings.dtype_name(spec)
+    weights = spec.estimated_bytes(dtype)
+    if weights is None:
+        return None
+    return Need(spec.name, weights, spec.working_bytes(dtype))
 
 
 WEIGHTS_WARNING = {
@@ -70,21 +88,31 @@ class AppContext:
         outputs: OutputSpace | None = None,
         **options: Any,
     ) -> AppContext:
-        """Build a context with the real loader; ``device`` must already be resolved."""
-        from model_loaders.core.device import default_budget_bytes
+        """Build a context with the real loader; ``device`` must already be resolved.
+
+        Args:
+            weights: the weights mode.
+            device: a resolved torch device string.
+            budget_bytes: the most models may take (default: `default_budget_bytes`); the
+                cache also never takes more than the device has free when it loads.
+            uploads: the upload gate (default: refuse every path).
+            outputs: where requests write their files.
+            available: probe of the memory free now (default: the device's; tests pass fakes).
+        """
+        from model_loaders.core.device import available_bytes, default_budget_bytes
 
         settings = LoadSettings(weights=weights, device=device)
         budget = budget_bytes if budget_bytes is not None else default_budget_bytes(device)
+        probe = options.pop("available", None) or (lambda: available_bytes(device))
 
         def load(ck: CacheKey) -> Any:
             spec = get_spec(ck.key)
             return family_module(spec).load(spec, settings)
 
-        def estimate(ck: CacheKey) -> int | None:
-            spec = get_spec(ck.key)
-            return spec.estimated_bytes(ck.dtype) if weights != "tiny" else None
+        def need(ck: CacheKey) -> Need | None:
+            return memory_need(get_spec(ck.key), settings)
 
-        cache = ModelCache(load, budget, estimate=estimate)  # type: ignore[arg-type]
+        cache = ModelCache(load, budget, need=need, available=probe, headroom=HEADROOM_BYTES)  # type: ignore[arg-type]
         extra: dict[str, Any] = {}
         if uploads is not None:
             extra["uploads"] = uploads
@@ -102,6 +130,21 @@ class AppContext:
         s = self.settings
         return CacheKey(spec.key, spec.revision, s.device, s.dtype_name(spec), s.weights)
 
+    def memory_need(self, spec: ModelSpec) -> Need | None:
+        """What ``spec`` takes in memory here (``None`` when it cannot be estimated)."""
+        return memory_need(spec, self.settings)
+
+    def availability(self, spec: ModelSpec) -> Availability:
+        """Whether ``spec`` can run in this process: code, extras, keys, gating, then memory."""
+        avail = availability(spec, self.settings.weights)
+        if not avail.ok:
+            return avail
+        too_large = self.cache.admits(self.memory_need(spec))
+        if too_large:
+            return Availability(False, f"too large here (needs {gb(self.memory_need(spec).total)})",  # type: ignore[union-attr]
+                                too_large, "too_large")  # fmt: skip
+        return avail
+
     @contextlib.contextmanager
     def use(self, key: str, timings: Timings | None = None) -> Iterator[Any]:
         """Pin model ``key`` for one request (loading it once if needed).
@@ -115,7 +158,7 @@ class AppContext:
             ModelUnavailable: unknown key, not runnable here, or failed to load.
         """
         spec = get_spec(key)
-        avail = availability(spec, self.settings.weights)
+        avail = self.availability(spec)
         if not avail.ok:
             raise ModelUnavailable(spec.key, avail.kind, avail.reason)  # type: ignore[arg-type]
         start = time.perf_counter()

@@ -46,13 +46,57 @@ def total_ram_bytes() -> int:
     return total
 
 
-def default_budget_bytes(device: str, fraction: float = 0.6) -> int:
-    """Bytes the model cache may hold: a share of GPU memory, or of RAM on CPU/MPS.
+def available_ram_bytes() -> int:
+    """RAM the system can still give this process now (MemAvailable, or less under a cgroup limit)."""
+    available = None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    if available is None:  # not Linux: the physical pages not in use
+        try:
+            available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+        except (ValueError, OSError):
+            available = total_ram_bytes()
+    for limit_path, usage_path in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+    ):
+        try:
+            with open(limit_path, encoding="ascii") as fh:
+                limit = fh.read().strip()
+            with open(usage_path, encoding="ascii") as fh:
+                usage = int(fh.read().strip())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit():
+            available = min(available, int(limit) - usage)
+    return max(int(available), 0)
 
-    The rest is left for activations, the image pipeline and the web server.
+
+def available_bytes(device: str) -> int:
+    """Memory free for new models on ``device`` right now (GPU memory on CUDA, else RAM)."""
+    if device.startswith("cuda"):
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        return int(free)
+    return available_ram_bytes()
+
+
+def default_budget_bytes(device: str, fraction: float | None = None) -> int:
+    """The most the model cache may use: a share of GPU memory, or of RAM on CPU/MPS.
+
+    On CPU the rest of RAM is left for the web server, the image pipeline and the system; on a
+    GPU nearly all of it is for models (a run's working memory is counted in each model's need).
+    The cache also never takes more than is free at the moment it loads (`available_bytes`).
     """
     if device.startswith("cuda"):
         import torch
 
-        return int(torch.cuda.get_device_properties(0).total_memory * fraction)
-    return int(total_ram_bytes() * fraction)
+        return int(torch.cuda.get_device_properties(torch.device(device)).total_memory * (fraction or 0.9))
+    return int(total_ram_bytes() * (fraction or 0.6))

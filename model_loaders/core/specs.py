@@ -14,6 +14,15 @@ TASKS: tuple[Task, ...] = ("segment", "depth", "detect", "ask")
 WEIGHTS_MODES: tuple[WeightsMode, ...] = ("hub", "random", "tiny")
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 _BYTES_PER_PARAM = {"float32": 4, "bfloat16": 2, "float16": 2}
+# Working memory one run takes on top of the weights (activations, pre- and post-processing, a
+# working image up to 2048 px), as (fixed MB, share of the weight bytes): activations grow with
+# the model's width. Measured on CPU in float32 with `benchmarks/memory.py --calibrate`.
+_WORKING: dict[str, tuple[int, float]] = {
+    "segment": (500, 0.2),
+    "depth": (400, 0.35),
+    "detect": (300, 0.5),
+    "ask": (600, 0.3),
+}
 
 
 @dataclass(frozen=True)
@@ -93,6 +102,13 @@ class ModelSpec:
         if self.params_m is None or self.is_api:
             return None
         return int(self.params_m * 1e6 * _BYTES_PER_PARAM[dtype])
+
+    def working_bytes(self, dtype: str = "float32") -> int:
+        """Memory one run of the home task needs on top of the weights (0 for API models)."""
+        if self.is_api:
+            return 0
+        fixed_mb, share = _WORKING[self.task]
+        return int(fixed_mb * 2**20 + share * (self.estimated_bytes(dtype) or 0))
 
     @property
     def hub_url(self) -> str | None:

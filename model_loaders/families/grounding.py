@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import supervision as sv
 
+from model_loaders.core.jsontext import MAX_JSON_DEPTH, json_depth
+
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
 _PALI_BOX = re.compile(r"<loc(\d{4})><loc(\d{4})><loc(\d{4})><loc(\d{4})>\s*([^<;]*)")
 _PALI_LOC = re.compile(r"<loc\d{4}>")
@@ -114,7 +116,9 @@ def extract_json_text(text: str) -> str | None:
 
 
 def _load_json_prefix(snippet: str) -> Any:
-    """Parse JSON at the start of ``snippet``, ignoring prose after it."""
+    """Parse JSON at the start of ``snippet``, ignoring prose after it (nesting capped)."""
+    if json_depth(snippet, stop_at=MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise json.JSONDecodeError(f"nested deeper than {MAX_JSON_DEPTH} levels", snippet, 0)
     obj, _ = json.JSONDecoder().raw_decode(snippet)
     return obj
 

@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from model_loaders.core.adapters import availability
 from model_loaders.core.errors import InputError, ModelUnavailable
 from model_loaders.core.registry import get_spec
 from model_loaders.core.results import Timings
@@ -50,7 +49,7 @@ class ModelRun:
         return not self.error
 
 
-def checked_spec(key: str, task: str, weights: str, what: str = "") -> ModelSpec:
+def checked_spec(ctx: Any, key: str, task: str, what: str = "") -> ModelSpec:
     """The spec of a user-picked ``key`` that can do ``task`` and run here.
 
     Raises:
@@ -62,13 +61,13 @@ def checked_spec(key: str, task: str, weights: str, what: str = "") -> ModelSpec
         raise InputError(exc.message) from None
     if task not in spec.tasks:
         raise InputError(f"{spec.name} cannot {task}: pick {what or f'models of the {task} task'}.")
-    avail = availability(spec, weights)  # type: ignore[arg-type]
+    avail = ctx.availability(spec)
     if not avail.ok:
         raise InputError(avail.reason)
     return spec
 
 
-def check_compare_keys(task: str, keys: Sequence[str] | None, weights: str) -> list[ModelSpec]:
+def check_compare_keys(ctx: Any, task: str, keys: Sequence[str] | None) -> list[ModelSpec]:
     """Validate a comparison request before anything loads.
 
     Raises:
@@ -87,7 +86,7 @@ def check_compare_keys(task: str, keys: Sequence[str] | None, weights: str) -> l
         raise InputError(f"Each model can be picked once: {', '.join(dupes)} is listed twice.")
     specs: list[ModelSpec] = []
     for key in keys:
-        spec = checked_spec(key, task, weights)
+        spec = checked_spec(ctx, key, task)
         specs.append(spec)
     return specs
 
