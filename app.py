@@ -68,6 +68,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--queue-size", type=int, default=int(os.environ.get("VP_QUEUE_SIZE", QUEUE_SIZE)), help="(env VP_QUEUE_SIZE)"
     )
     p.add_argument(
+        "--memory-budget-gb",
+        type=float,
+        default=float(os.environ.get("VP_MEMORY_BUDGET_GB", "0")) or None,
+        help="most memory models may take (GPU memory on CUDA, else RAM); default 90%% of GPU memory or "
+        "60%% of RAM; never more than is free when a model loads (env VP_MEMORY_BUDGET_GB)",
+    )
+    p.add_argument(
         "--temp-cap-mb",
         type=int,
         default=int(os.environ.get("VP_TEMP_CAP_MB", "2048")),
@@ -148,11 +155,45 @@ def build_app(ctx: Any) -> Any:
     return demo
 
 
-def launch_options(host: str = "127.0.0.1", port: int | None = None, mcp: bool = False) -> dict[str, Any]:
-    """The safe launch configuration (reference/reliability.md §5)."""
+def health_routes(ctx: Any, demo: Any) -> list[Any]:
+    """``GET /health``: a JSON status that monitoring can poll without going through the queue.
+
+    It runs on the server's event loop and only reads counters (no model, no lock held for
+    long), so it answers while every model lane is busy.
+    """
+    from fastapi.routing import APIRoute
+
+    async def health() -> dict[str, Any]:
+        queue = getattr(demo, "_queue", None)
+        loaded = ctx.cache.snapshot()
+        return {
+            "status": "ok",
+            "device": ctx.settings.device,
+            "weights": ctx.settings.weights,
+            "models": [{"key": str(i.key), "mb": round(i.nbytes / 2**20), "in_use": i.pinned} for i in loaded],
+            "memory_mb": {
+                "budget": round(ctx.cache.budget_bytes / 2**20),
+                "room_now": round(ctx.cache.room_bytes() / 2**20),
+                "models": round(ctx.cache.used_bytes() / 2**20),
+            },
+            "queue": {
+                "waiting": len(queue) if queue is not None else None,
+                "running": queue.get_active_worker_count() if queue is not None else None,
+                "max": getattr(queue, "max_size", None),
+            },
+        }
+
+    return [APIRoute("/health", health, methods=["GET"], include_in_schema=False)]
+
+
+def launch_options(
+    host: str = "127.0.0.1", port: int | None = None, mcp: bool = False, ctx: Any = None, demo: Any = None
+) -> dict[str, Any]:
+    """The safe launch configuration (reference/reliability.md §5), with ``/health`` when given the app."""
     import gradio as gr
 
     return {
+        "app_kwargs": {"routes": health_routes(ctx, demo)} if ctx is not None and demo is not None else {},
         "server_name": host,
         "server_port": port,
         "share": False,
@@ -191,12 +232,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.mcp and importlib.util.find_spec("mcp") is None:
         raise SystemExit("--mcp needs the mcp extra: pip install 'vision-playground[mcp]'")
-    ctx = make_context(args.weights, args.device, temp_cap_mb=args.temp_cap_mb)
+    budget = int(args.memory_budget_gb * 2**30) if args.memory_budget_gb else None
+    ctx = make_context(args.weights, args.device, budget_bytes=budget, temp_cap_mb=args.temp_cap_mb)
     ctx.options["queue_size"] = args.queue_size
     preload(ctx, args.preload)
     demo = build_app(ctx)
     log.info("serving on http://%s:%s (weights=%s, device=%s)", args.host, args.port, args.weights, ctx.settings.device)
-    demo.launch(**launch_options(args.host, args.port, args.mcp))
+    demo.launch(**launch_options(args.host, args.port, args.mcp, ctx=ctx, demo=demo))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from model_loaders.families.florence2 import TASKS, TASKS_BY_LABEL, TASKS_BY_TOK
 from model_loaders.families.generation import AskChunk, GenerationStats
 from model_loaders.families.grounding import detections_to_json
 from model_loaders.families.vlm import ask_stream
+from model_loaders.tasks.runners import checked_spec
 from model_loaders.tasks.structured import PRESETS, load_schema, schema_instruction, validate_answer
 from tabs._components import ImageInput
 from tabs._errors import user_errors
@@ -119,8 +120,8 @@ def run_ask(
     stop_event: threading.Event | None = None,
 ) -> Iterator[tuple[str, AskChunk, DecodedImage]]:
     """Validate inputs and stream one answer: yields (user-visible prompt, chunk, decoded image)."""
-    key = str(model_key or "")
-    spec = get_spec(key)
+    spec = checked_spec(ctx, model_key if isinstance(model_key, str) else "", "ask", "one of the Ask tab's models")
+    key = spec.key
     decoded = decode_image(image, gate=ctx.uploads)
     max_new = int(finite_number(max_new_tokens, "Max new tokens", 1, 2048))
     temp = finite_number(temperature, "Temperature", 0.0, 2.0)
@@ -302,7 +303,7 @@ def build(ctx: AppContext) -> None:
         structured JSON with its validity when a schema (JSON Schema text or a preset name) is given.
         """
         schema = load_schema(clean_text(schema, "JSON schema", 20_000) or None)
-        spec = get_spec(str(model or ""))
+        spec = checked_spec(ctx, model if isinstance(model, str) else "", "ask", "one of the Ask tab's models")
         text = clean_text(prompt, "Prompt", MAX_QUESTION_CHARS, required=spec.family != "florence2", truncate=True)
         task_label, phr = "", ""
         if spec.family == "florence2":

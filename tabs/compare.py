@@ -435,7 +435,7 @@ def build(ctx: AppContext) -> None:
     api_models = gr.Textbox(visible=False)
     api_prompt = gr.Textbox(visible=False)
     api_points = gr.Textbox(visible=False)
-    api_json = gr.JSON(visible=False)
+    api_json = gr.JSON(visible=False, label="comparison")
     api_btn = gr.Button(visible=False)
 
     @user_errors

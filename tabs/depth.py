@@ -319,7 +319,7 @@ def build(ctx: AppContext) -> None:
             slider = gr.ImageSlider(
                 label="Image / depth", interactive=False, type="numpy", max_height=520, elem_id="depth-slider"
             )
-            timing = gr.Markdown(elem_id="depth-timing")
+            timing = gr.Markdown(elem_id="depth-timing", label="timing")
             with gr.Row(equal_height=False):
                 pick = gr.Image(
                     label="Click the depth map to read a value",

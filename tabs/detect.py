@@ -289,20 +289,20 @@ def make_handlers(ctx: AppContext) -> dict[str, Any]:
         )
 
     @user_errors
-    def api_detect(image: Any, key: Any, confidence: Any, iou: Any, classes: Any) -> tuple[dict[str, Any], Any]:
+    def api_detect(image: Any, model: Any, confidence: Any, iou: Any, classes: Any) -> tuple[dict[str, Any], Any]:
         """Detect objects: image, model key, confidence, IoU, classes -> detections JSON + annotated image.
 
         ``classes``: for closed-set models, an optional comma-separated class filter; for
         open-vocabulary models (OWLv2, Grounding DINO), the classes to find.
         """
         conf, iou_v = _thresholds(confidence, iou)
-        spec = _detect_spec(key)
+        spec = _detect_spec(model)
         if spec.family == OPEN_VOCAB_FAMILY:
-            run, wanted = run_model(ctx, image, key, classes, None)
+            run, wanted = run_model(ctx, image, model, classes, None)
         else:
             if classes is not None and not isinstance(classes, str):
                 raise InputError("classes must be text (comma-separated class names).")
-            run, wanted = run_model(ctx, image, key, None, classes)
+            run, wanted = run_model(ctx, image, model, None, classes)
         rendered = render(run, conf, iou_v, wanted)
         return {**rendered.info, "detections": rendered.records}, rendered.annotated
 
@@ -358,8 +358,8 @@ def build(ctx: AppContext) -> None:
             files = gr.File(label="Download (JSON, CSV, COCO JSON)", file_count="multiple", elem_id="detect-files")
     # API-only parts: the classes string and the outputs of the `detect` endpoint.
     api_classes = gr.Textbox(visible=False)
-    api_json = gr.JSON(visible=False)
-    api_image = gr.Image(visible=False, type="numpy")
+    api_json = gr.JSON(visible=False, label="detections")
+    api_image = gr.Image(visible=False, type="numpy", label="annotated image")
     api_btn = gr.Button(visible=False)
 
     view = [annotated, table, chart, files, info]

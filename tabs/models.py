@@ -49,7 +49,7 @@ def build(ctx: AppContext) -> None:
         "installed, API key or HF token set)."
     )
     with gr.Row():
-        status = gr.Markdown(status_markdown(ctx), elem_id="model-status")
+        status = gr.Markdown(status_markdown(ctx), elem_id="model-status", label="status")
         refresh = gr.Button("Refresh status", size="sm", scale=0)
     gr.Dataframe(
         value=table_rows(ctx),

@@ -716,9 +716,9 @@ def build(ctx: AppContext) -> None:
 
     @user_errors
     def on_api(
-        image: Any, points: Any, labels: Any, box: Any, key: Any, multimask: Any
+        image: Any, points: Any, labels: Any, box: Any, model: Any, multimask: Any
     ) -> tuple[dict[str, Any], np.ndarray]:
-        return segment_api(ctx, image, points, labels, box, key, multimask)
+        return segment_api(ctx, image, points, labels, box, model, multimask)
 
     source.change(
         on_image,

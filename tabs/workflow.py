@@ -248,7 +248,7 @@ def build(ctx: AppContext) -> None:
                 rerun_btn = gr.Button("Re-run this crop", size="sm", elem_id="workflow-rerun")
                 export_btn = gr.Button("Export JSON + CSV", size="sm", elem_id="workflow-export")
             files = gr.File(label="Downloads", file_count="multiple", elem_id="workflow-files")
-    api_json = gr.JSON(visible=False)
+    api_json = gr.JSON(visible=False, label="rows")
     api_btn = gr.Button(visible=False)
 
     def _need(run: WorkflowRun | None) -> WorkflowRun:

@@ -86,7 +86,7 @@ def served(ctx: Any) -> Iterator[tuple[Any, str]]:
     import app
 
     demo = app.build_app(ctx)
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **app.launch_options(port=free_port()))
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **app.launch_options(port=free_port(), ctx=ctx, demo=demo))
     try:
         yield demo, url.rstrip("/")
     finally:

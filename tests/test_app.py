@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import subprocess
 import sys
@@ -154,3 +155,20 @@ def test_preload_of_an_unavailable_model_is_logged_not_fatal(ctx, caplog):
     app.preload(ctx, "no-such-model, cogvlm-chat")
     assert "could not preload no-such-model" in caplog.text
     assert "could not preload cogvlm-chat" in caplog.text
+
+
+def test_every_public_endpoint_names_its_parameters_and_outputs(app_url):
+    info = json.loads(fetch(app_url + "/gradio_api/info")[1])
+    for name, endpoint in info["named_endpoints"].items():
+        params = [p["parameter_name"] for p in endpoint["parameters"]]
+        labels = [r.get("label") or "" for r in endpoint["returns"]]
+        assert "key" not in params, f"{name}: the model parameter is called 'model' everywhere"
+        assert not any(label.startswith("value_") or not label for label in labels), (name, labels)
+
+
+def test_health_answers_outside_the_queue(app_url):
+    status, body, headers = fetch(app_url + "/health")
+    assert status == 200 and headers.get("content-type", "").startswith("application/json")
+    data = json.loads(body)
+    assert data["status"] == "ok" and data["weights"] == "tiny" and data["queue"]["max"] == app.QUEUE_SIZE
+    assert {"budget", "room_now", "models"} <= set(data["memory_mb"])

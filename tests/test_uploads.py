@@ -173,3 +173,45 @@ def test_output_folders_are_private(ctx):
     assert mode & 0o077 == 0, oct(mode)
     upload_folder = Path(ctx.uploads.roots[0])
     assert stat.S_IMODE(upload_folder.stat().st_mode) & 0o077 == 0
+
+
+def test_a_model_that_cannot_do_the_task_is_refused_before_loading(app_url, ctx):
+    before = {str(i.key) for i in ctx.cache.snapshot()}
+    outcome = call(app_url, "ask", [_file(CAT), "depth-anything-v2-large", "What is this?", ""])
+    assert outcome.success is False
+    assert outcome.error.startswith("Depth Anything V2 Large cannot answer questions"), outcome.error
+    assert "depth-anything-v2-large" not in {str(i.key) for i in ctx.cache.snapshot()} - before
+
+
+# --- the output space: capped, oldest first, private -----------------------------------------------
+
+
+def test_output_space_keeps_within_its_cap_removing_the_oldest_first(tmp_path):
+    from model_loaders.core.outputs import OutputSpace
+
+    import time as _time
+
+    space = OutputSpace(tmp_path / "out", cap_bytes=2500, max_age_s=3600)
+    now = _time.time()
+    folders = []
+    for i in range(4):
+        folder = space.new_dir("depth")
+        (folder / "map.bin").write_bytes(b"x" * 1000)
+        os.utime(folder, (now - 100 + i, now - 100 + i))  # distinct ages, oldest first
+        folders.append(folder)
+    newest = space.new_dir("depth")  # pruning happens when a folder is made
+    kept = {f for _, _, f in space.folders()}
+    assert kept == {folders[2], folders[3], newest}, "the two oldest went; the rest fit 2,500 bytes"
+    assert space.used_bytes() <= 2500
+
+
+def test_output_space_removes_expired_folders_whatever_the_total(tmp_path):
+    import time as _time
+
+    from model_loaders.core.outputs import OutputSpace
+
+    space = OutputSpace(tmp_path / "out", cap_bytes=10**9, max_age_s=60)
+    old = space.new_dir("detect")
+    os.utime(old, (_time.time() - 120, _time.time() - 120))
+    fresh = space.new_dir("detect")
+    assert not old.exists() and fresh.exists()

@@ -101,7 +101,7 @@ def test_no_detections_gives_an_empty_table_and_a_note_without_loading_the_vlm(c
         ({"schema_text": '{"type": "string"}'}, "properties"),
         ({"detector": "depth-anything-v2-small"}, "cannot detect"),
         ({"vlm": "florence-2-base"}, "cannot answer with JSON"),
-        ({"vlm": "rf-detr-nano"}, "cannot ask"),
+        ({"vlm": "rf-detr-nano"}, "cannot answer questions"),
         ({"detector": "no-such-model"}, "Unknown model"),
         ({"padding": float("nan")}, "finite"),
         ({"padding": 10_000}, "between"),

@@ -291,8 +291,8 @@ class ModelCache:
             entry = _Entry(model, nbytes, load_s, pins=1, last_used=self._clock())
             with self._table_lock:
                 self._entries[key] = entry
-            log.info("loaded %s in %.1f s: %s (estimated %s)", key, load_s, gb(nbytes),
-                     gb(need.weights) if need else "unknown")  # fmt: skip
+            log.info("loaded %s on %s in %.1f s: %s (estimated %s)", key, getattr(key, "device", "?"), load_s,
+                     gb(nbytes), gb(need.weights) if need else "unknown")  # fmt: skip
             self._evict_to_budget(keep=key, working=need.working if need else 0)
             return entry
 

@@ -53,17 +53,19 @@ def checked_spec(ctx: Any, key: str, task: str, what: str = "") -> ModelSpec:
     """The spec of a user-picked ``key`` that can do ``task`` and run here.
 
     Raises:
-        InputError: unknown model, a model that cannot do ``task``, or one that cannot run here.
+        InputError: unknown model, or a model that cannot do ``task``.
+        ModelUnavailable: a model that cannot run here (with the reason).
     """
     try:
         spec = get_spec(key)
     except ModelUnavailable as exc:
         raise InputError(exc.message) from None
     if task not in spec.tasks:
-        raise InputError(f"{spec.name} cannot {task}: pick {what or f'models of the {task} task'}.")
+        doing = {"ask": "answer questions", "detect": "detect objects", "segment": "segment", "depth": "estimate depth"}
+        raise InputError(f"{spec.name} cannot {doing.get(task, task)}: pick {what or f'a model of the {task} task'}.")
     avail = ctx.availability(spec)
     if not avail.ok:
-        raise InputError(avail.reason)
+        raise ModelUnavailable(spec.key, avail.kind, avail.reason)  # type: ignore[arg-type]
     return spec
 
 
