@@ -21,8 +21,12 @@ class AnyImagePayload(GradioRootModel):
     root: Annotated[ImageData | Any, Field(union_mode="left_to_right")]
 
 
-class ImageInput(gr.Image):
-    """``gr.Image`` for inputs read with ``preprocess=False`` through the app's upload gate."""
+def ImageInput(**kwargs: Any) -> gr.Image:  # noqa: N802 - used like the component it builds
+    """A ``gr.Image`` for inputs read with ``preprocess=False`` through the app's upload gate.
 
-    data_model = AnyImagePayload
-    is_template = True  # rendered by gr.Image's own front end (as Gradio's template components are)
+    The data model is swapped on the instance rather than in a subclass: a subclass would be a
+    custom component to Gradio (its own front end, a generated ``.pyi`` next to this file).
+    """
+    image = gr.Image(**kwargs)
+    image.data_model = AnyImagePayload  # type: ignore[assignment]
+    return image

@@ -187,9 +187,9 @@ def test_a_model_that_cannot_do_the_task_is_refused_before_loading(app_url, ctx)
 
 
 def test_output_space_keeps_within_its_cap_removing_the_oldest_first(tmp_path):
-    from model_loaders.core.outputs import OutputSpace
-
     import time as _time
+
+    from model_loaders.core.outputs import OutputSpace
 
     space = OutputSpace(tmp_path / "out", cap_bytes=2500, max_age_s=3600)
     now = _time.time()
