@@ -79,17 +79,17 @@ def _image() -> object:
 def run_once(ctx: object, key: str, image: object) -> None:
     """One run of ``key``'s home task through the task layer."""
     from model_loaders.core.registry import get_spec
-    from model_loaders.tasks import runners
+    from model_loaders.tasks import ask, depth, detect, segment
 
-    task = get_spec(key).task
-    if task == "segment":
-        runners.segment(ctx, key, image, [(300.0, 200.0)])
-    elif task == "depth":
-        runners.depth(ctx, key, image)
-    elif task == "detect":
-        runners.detect(ctx, key, image, classes=["cat"] if key.startswith(("owl", "grounding")) else [])
+    spec = get_spec(key)
+    if spec.task == "segment":
+        segment.segment_points(ctx, image, key, [(300.0, 200.0)])
+    elif spec.task == "depth":
+        depth.estimate(ctx, image, key)
+    elif spec.task == "detect":
+        detect.detections(ctx, image, key, ["cat"] if spec.open_vocabulary else [])
     else:
-        runners.ask(ctx, key, image, "What is in this image?", max_new_tokens=8)
+        ask.answer(ctx, image, key, ask.default_request(spec, "What is in this image?", max_new_tokens=8))
 
 
 def child_calibrate(key: str) -> dict[str, object]:

@@ -38,7 +38,7 @@ def twelve_mp_jpeg() -> bytes:
 def main() -> None:
     import torch
 
-    from model_loaders.core.adapters import LoadSettings
+    from model_loaders.core.availability import LoadSettings
     from model_loaders.core.images import decode_image
     from model_loaders.core.registry import get_spec
     from model_loaders.core.results import Timings

@@ -1,7 +1,7 @@
-"""Ask tab: chat about an image (streamed), Florence-2 tasks, grounding boxes, structured JSON.
+"""Ask tab: chat about an image (streamed), task-menu models, grounding boxes, structured JSON (UI only).
 
-UI only: models, prompts, parsing and validation live in ``model_loaders`` (vlm, florence2,
-grounding, structured). Every image event uses ``preprocess=False`` and the one safe decoder.
+Requests are built and checked by ``model_loaders.tasks.ask``; which controls show depends on
+the chosen model's prompt kinds (a question, or a task menu with a phrase or a region).
 """
 
 from __future__ import annotations
@@ -12,91 +12,47 @@ from collections.abc import Iterator
 from typing import Any
 
 import gradio as gr
-import numpy as np
 
 from model_loaders.core.context import AppContext
 from model_loaders.core.errors import InputError
-from model_loaders.core.images import DecodedImage, decode_image
-from model_loaders.core.registry import DEFAULTS, get_spec, specs_for_task
-from model_loaders.core.results import Timings
-from model_loaders.families.florence2 import TASKS, TASKS_BY_LABEL, TASKS_BY_TOKEN
-from model_loaders.families.generation import AskChunk, GenerationStats
-from model_loaders.families.grounding import detections_to_json
-from model_loaders.families.vlm import ask_stream
-from model_loaders.tasks.runners import checked_spec
-from model_loaders.tasks.structured import PRESETS, load_schema, schema_instruction, validate_answer
+from model_loaders.core.registry import DEFAULTS, get_spec
+from model_loaders.core.results import AskChunk, Timings
+from model_loaders.core.validate import clean_text
+from model_loaders.tasks import ask as ta
+from model_loaders.tasks.base import image_of
+from model_loaders.tasks.structured import MAX_SCHEMA_CHARS, PRESETS, load_schema
+from tabs import _render as draw
 from tabs._components import ImageInput
 from tabs._errors import user_errors
 from tabs._events import LIGHT_EVENT, MODEL_EVENT
 from tabs._examples import example_paths
-from tabs._validate import clean_text, finite_number
+from tabs._picker import model_picker
+from tabs._timing import timing_line
 
 log = logging.getLogger(__name__)
 
 TITLE = "Ask"
-MAX_QUESTION_CHARS = 4000
-MAX_TIME_S = 60.0
 NO_PRESET = "(none)"
+NO_REGION = "Region: none (click two corners on the image)"
 
 
-def _model_choices() -> list[tuple[str, str]]:
-    return [(f"{s.name}", s.key) for s in specs_for_task("ask")]
-
-
-def timing_line(ctx: AppContext, stats: GenerationStats | None, timings: Timings) -> str:
-    """One line: time to first token, tokens/s, total, device, model, weights mode (+ warning)."""
-    parts = []
+def stats_line(ctx: AppContext, chunk: AskChunk, timings: Timings) -> str:
+    """The timing line of an answer: first token, speed, tokens, total, then the usual parts."""
+    stats = chunk.stats
+    lead = []
     if stats is not None:
         ttft = f"{stats.first_token_ms:,.0f} ms" if stats.first_token_ms is not None else "–"
-        parts += [f"first token {ttft}", f"{stats.tokens_per_s:.1f} tokens/s", f"{stats.tokens} tokens"]
-    parts += [
-        f"total {timings.total_ms / 1000:.2f} s (load {timings.load_ms / 1000:.2f} s, "
-        f"preprocess {timings.preprocess_ms:.0f} ms)",
-        f"device `{timings.device or ctx.settings.device}`",
-        f"model `{timings.model}`",
-        f"weights `{ctx.settings.weights}`",
-    ]
-    if stats is not None and stats.stopped in ("max_new_tokens", "max_time", "user"):
-        parts.append({"max_new_tokens": "stopped at max new tokens", "max_time": "stopped at the time limit",
-                      "user": "stopped by you"}[stats.stopped])  # fmt: skip
-    line = " · ".join(parts)
-    if ctx.weights_warning:
-        line += f"\n\n⚠️ **{ctx.weights_warning}**"
-    return line
+        lead += [f"first token {ttft}", f"{stats.tokens_per_s:.1f} tokens/s", f"{stats.tokens} tokens"]
+        if stats.stopped in ("max_new_tokens", "max_time", "user"):
+            lead.append({"max_new_tokens": "stopped at max new tokens", "max_time": "stopped at the time limit",
+                         "user": "stopped by you"}[stats.stopped])  # fmt: skip
+    lead.append(f"total {timings.total_ms / 1000:.2f} s")
+    return timing_line(ctx, timings, lead=lead, stages=False)
 
 
-def draw_boxes(image: np.ndarray, detections: Any) -> np.ndarray:
-    """The image with labelled boxes (a copy)."""
-    import supervision as sv
-
-    if detections is None or len(detections) == 0:
-        return image
-    frame = image.copy()
-    frame = sv.BoxAnnotator(thickness=2).annotate(frame, detections)
-    names = detections.data.get("class_name")
-    labels = [str(n) or "box" for n in names] if names is not None else None
-    return sv.LabelAnnotator(text_scale=0.5, text_padding=3).annotate(frame, detections, labels=labels)
-
-
-def _florence_request(task_label: str, phrase: Any, region_pts: Any, decoded: DecodedImage) -> tuple[str, str, Any]:
-    task = TASKS_BY_LABEL.get(str(task_label))
-    if task is None:
-        raise InputError("Choose a Florence-2 task.")
-    text = clean_text(phrase, "Phrase", MAX_QUESTION_CHARS, required=task.needs_text, truncate=True)
-    region = None
-    if task.needs_region:
-        pts = list(region_pts or [])
-        if len(pts) != 2:
-            raise InputError(f"{task.label} needs a region: click two opposite corners on the image.")
-        (ax, ay), (bx, by) = (decoded.to_working(*p) for p in pts)
-        if abs(ax - bx) < 2 or abs(ay - by) < 2:
-            raise InputError("The region is too small: click two opposite corners.")
-        region = (ax, ay, bx, by)
-    return task.token, text, region
-
-
-def _schema(preset: Any, schema_text: Any) -> dict[str, Any] | None:
-    text = clean_text(schema_text, "JSON schema", 20_000)
+def schema_of(preset: Any, schema_text: Any) -> dict[str, Any] | None:
+    """The user's schema (their own text wins over a preset), checked."""
+    text = clean_text(schema_text, "JSON schema", MAX_SCHEMA_CHARS)
     if text:
         return load_schema(text)
     if preset and preset != NO_PRESET:
@@ -104,88 +60,35 @@ def _schema(preset: Any, schema_text: Any) -> dict[str, Any] | None:
     return None
 
 
-def run_ask(
-    ctx: AppContext,
-    image: Any,
-    model_key: Any,
-    question: Any,
-    history: list[dict[str, Any]],
-    *,
-    task_label: str = "",
-    phrase: Any = "",
-    region_pts: Any = None,
-    schema: dict[str, Any] | None = None,
-    max_new_tokens: Any = 256,
-    temperature: Any = 0.0,
-    stop_event: threading.Event | None = None,
-) -> Iterator[tuple[str, AskChunk, DecodedImage]]:
-    """Validate inputs and stream one answer: yields (user-visible prompt, chunk, decoded image)."""
-    spec = checked_spec(ctx, model_key if isinstance(model_key, str) else "", "ask", "one of the Ask tab's models")
-    key = spec.key
-    decoded = decode_image(image, gate=ctx.uploads)
-    max_new = int(finite_number(max_new_tokens, "Max new tokens", 1, 2048))
-    temp = finite_number(temperature, "Temperature", 0.0, 2.0)
-    timings = Timings()
-    if spec.family == "florence2":
-        token, text, region = _florence_request(task_label, phrase, region_pts, decoded)
-        shown = TASKS_BY_TOKEN[token].label + (f": {text}" if text else "")
-        stream = ask_stream(ctx, key, decoded.pil(), text, (), task=token, region=region, max_new_tokens=max_new,
-                            max_time=MAX_TIME_S, stop_event=stop_event, timings=timings)  # fmt: skip
-    else:
-        # Cap before anything else touches it: a 100,000-character paste never reaches the tokenizer.
-        q = clean_text(question, "Question", MAX_QUESTION_CHARS, required=True, truncate=True)
-        shown = q
-        asked = q + (schema_instruction(schema) if schema else "")
-        stream = ask_stream(ctx, key, decoded.pil(), asked, history, max_new_tokens=max_new, temperature=temp,
-                            max_time=MAX_TIME_S, stop_event=stop_event, timings=timings)  # fmt: skip
-    for chunk in stream:
-        yield shown, chunk, decoded
-
-
-def _final_outputs(ctx: AppContext, chunk: AskChunk, decoded: DecodedImage, schema: dict[str, Any] | None) -> dict:
-    result = chunk.result
-    boxes = detections_to_json(result.detections, decoded.scale)
-    if result.parse_error:
-        grounding = f"⚠️ **Box parse failure:** {result.parse_error}"
-    elif result.detections is None:
-        grounding = "No boxes in this answer."
-    else:
-        grounding = f"{len(result.detections)} box(es) parsed."
-    structured, flag = None, ""
-    if schema is not None:
-        sr = validate_answer(result.raw or result.text, schema)
-        structured = sr.data
-        flag = "✅ **valid JSON** for the schema" if sr.valid else "❌ **invalid:** " + "; ".join(sr.errors[:5])
-    return {
-        "image": draw_boxes(decoded.array, result.detections),
-        "raw": result.raw,
-        "boxes": boxes,
-        "grounding": grounding,
-        "structured": structured,
-        "flag": flag,
-        "timing": timing_line(ctx, chunk.stats, result.timings),
-    }
+def task_choices(key: Any) -> list[str]:
+    """The chosen model's task menu labels (empty for chat models)."""
+    try:
+        return [t.label for t in ta.task_menu(get_spec(str(key)))]
+    except Exception:  # noqa: BLE001 - an unknown key has no menu
+        return []
 
 
 def build(ctx: AppContext) -> None:
     """Render the Ask tab."""
     gr.Markdown(
-        "Ask about an image: chat with a VLM (streamed), run a Florence-2 task, get boxes drawn "
-        "and JSON checked against a schema. Florence-2 region tasks: click two opposite corners "
-        "on the image."
+        "Ask about an image: chat with a VLM (streamed), or run a task of a task-menu model such as "
+        "Florence-2; boxes in answers are drawn, and JSON answers are checked against a schema. "
+        "Region tasks: click two opposite corners on the image."
     )
     history_key = gr.State("")  # digest of the image the chat history is about
     region_state = gr.State([])
+    first_menu = task_choices(DEFAULTS["ask"])
     with gr.Row():
         with gr.Column(scale=1):
             image = ImageInput(label="Image", sources=["upload", "clipboard"], elem_id="ask-image")
             gr.Examples(example_paths(), inputs=[image], label="Examples")
-            model = gr.Dropdown(_model_choices(), value=DEFAULTS["ask"], label="Model", elem_id="ask-model")
-            with gr.Group(visible=True) as florence_box:
-                task = gr.Dropdown([t.label for t in TASKS], value=TASKS[0].label, label="Florence-2 task")
+            model = model_picker(ctx, "ask", elem_id="ask-model").dropdown
+            with gr.Group(visible=bool(first_menu)) as task_box:
+                task = gr.Dropdown(first_menu, value=first_menu[0] if first_menu else None, label="Task",
+                                   elem_id="ask-task")  # fmt: skip
                 phrase = gr.Textbox(label="Phrase (grounding / open-vocabulary)", max_lines=2)
                 with gr.Row():
-                    region_md = gr.Markdown("Region: none (click two corners on the image)")
+                    region_md = gr.Markdown(NO_REGION)
                     clear_region = gr.Button("Clear region", size="sm", scale=0)
             with gr.Accordion("Generation and structured output", open=False):
                 max_tokens = gr.Slider(1, 1024, value=256, step=1, label="Max new tokens")
@@ -212,22 +115,30 @@ def build(ctx: AppContext) -> None:
 
     def _respond(img: Any, key: Any, task_label: Any, phr: Any, q: Any, hist: Any, mx: Any, temp: Any,
                  pre: Any, sch: Any, pts: Any, hkey: str) -> Iterator[list[Any]]:  # fmt: skip
-        schema = _schema(pre, sch)
-        decoded_key = decode_image(img, gate=ctx.uploads).digest
-        hist = list(hist or []) if hkey == decoded_key else []
+        spec = ta.ask_spec(ctx, key)
+        schema = schema_of(pre, sch)
+        decoded = image_of(ctx, img)
+        hist = list(hist or []) if hkey == decoded.digest else []
+        request, shown = ta.build_request(spec, decoded, q, hist, task=task_label, phrase=phr, region=pts,
+                                          schema=schema, max_new_tokens=mx, temperature=temp)  # fmt: skip
         stop_event = threading.Event()
+        timings = Timings()
         try:
-            for shown, chunk, decoded in run_ask(ctx, img, key, q, hist, task_label=str(task_label), phrase=phr,
-                                                 region_pts=pts, schema=schema, max_new_tokens=mx, temperature=temp,
-                                                 stop_event=stop_event):  # fmt: skip
+            for chunk in ta.stream(ctx, decoded, spec.key, request, stop_event, timings):
                 turn = [{"role": "user", "content": shown}, {"role": "assistant", "content": chunk.text or "…"}]
                 if chunk.result is None:
                     yield [hist + turn, "", gr.skip(), chunk.text, gr.skip(), gr.skip(), gr.skip(), gr.skip(),
-                           "streaming…", decoded_key]  # fmt: skip
-                else:
-                    out = _final_outputs(ctx, chunk, decoded, schema)
-                    yield [hist + turn, "", out["image"], out["raw"], out["boxes"], out["grounding"],
-                           out["structured"], out["flag"], out["timing"], decoded_key]  # fmt: skip
+                           "streaming…", decoded.digest]  # fmt: skip
+                    continue
+                checked = ta.check_answer(chunk.result, decoded, schema)
+                flag_text = ""
+                if checked.valid is not None:
+                    flag_text = ("✅ **valid JSON** for the schema" if checked.valid
+                                 else "❌ **invalid:** " + "; ".join(checked.errors[:5]))  # fmt: skip
+                grounding = ("⚠️ **" + checked.grounding + "**") if checked.parse_error else checked.grounding
+                yield [hist + turn, "", draw.boxes(decoded.array, chunk.result.detections), chunk.result.raw,
+                       checked.boxes, grounding, checked.data, flag_text, stats_line(ctx, chunk, timings),
+                       decoded.digest]  # fmt: skip
         finally:
             stop_event.set()  # a cancelled stream (Stop) ends generation at the next token
 
@@ -237,14 +148,8 @@ def build(ctx: AppContext) -> None:
 
     @user_errors
     def regenerate(img: Any, key: Any, task_label: Any, phr: Any, hist: Any, *rest: Any) -> Iterator[list[Any]]:
-        hist = list(hist or [])
-        if len(hist) < 2:
-            raise InputError("Nothing to regenerate yet: ask a question first.")
-        last_q = hist[-2].get("content") if hist[-2].get("role") == "user" else None
-        from model_loaders.families.vlm import _text_of
-
-        q = _text_of(last_q) if last_q is not None else ""
-        yield from _respond(img, key, task_label, phr, q, hist[:-2], *rest)
+        q, earlier = ta.last_question(hist)
+        yield from _respond(img, key, task_label, phr, q, earlier, *rest)
 
     inputs = [image, model, task, phrase, question, chat, max_tokens, temperature, preset, schema_text, region_state,
               history_key]  # fmt: skip
@@ -253,17 +158,15 @@ def build(ctx: AppContext) -> None:
     regen_inputs = [image, model, task, phrase, chat, max_tokens, temperature, preset, schema_text, region_state,
                     history_key]  # fmt: skip
     ev_regen = regen.click(regenerate, regen_inputs, outputs, api_visibility="private", preprocess=False, **MODEL_EVENT)
-    stop.click(None, None, None, cancels=[ev_send, ev_submit, ev_regen], api_visibility="private")
+    stop.click(lambda: "Stopped.", None, timing, cancels=[ev_send, ev_submit, ev_regen], api_visibility="private")
     clear.click(lambda: ([], "", None, "", None, "", None, "", "", ""), None, outputs, api_visibility="private",
                 **LIGHT_EVENT)  # fmt: skip
 
-    def _show_florence(key: Any) -> Any:
-        try:
-            return gr.update(visible=get_spec(str(key)).family == "florence2")
-        except Exception:  # noqa: BLE001 - unknown key: keep the panel as is
-            return gr.update()
+    def on_model(key: Any) -> tuple[Any, Any]:
+        menu = task_choices(key)
+        return gr.update(visible=bool(menu)), gr.update(choices=menu, value=menu[0] if menu else None)
 
-    model.change(_show_florence, model, florence_box, api_visibility="private", **LIGHT_EVENT)
+    model.change(on_model, model, [task_box, task], api_visibility="private", **LIGHT_EVENT)
 
     def _click(pts: Any, evt: gr.SelectData) -> tuple[list[Any], str]:
         pts = list(pts or [])
@@ -277,56 +180,62 @@ def build(ctx: AppContext) -> None:
         return pts, f"Region: ({min(ax, bx):.0f}, {min(ay, by):.0f}) → ({max(ax, bx):.0f}, {max(ay, by):.0f})"
 
     image.select(_click, region_state, [region_state, region_md], api_visibility="private", **LIGHT_EVENT)
-    clear_region.click(lambda: ([], "Region: none (click two corners on the image)"), None,
-                       [region_state, region_md], api_visibility="private", **LIGHT_EVENT)  # fmt: skip
-    image.change(lambda: ([], "Region: none (click two corners on the image)"), None, [region_state, region_md],
-                 api_visibility="private", **LIGHT_EVENT)  # fmt: skip
+    clear_region.click(lambda: ([], NO_REGION), None, [region_state, region_md], api_visibility="private",
+                       **LIGHT_EVENT)  # fmt: skip
+    image.change(lambda: ([], NO_REGION), None, [region_state, region_md], api_visibility="private", **LIGHT_EVENT)
 
-    # --- the public API endpoint: image, model key, prompt or task, optional schema -------------
+    # --- the public API endpoint: image, model, prompt or task, optional schema -------------
     with gr.Row(visible=False):
         api_image = ImageInput(label="image")
-        api_model = gr.Textbox(label="model_key")
-        api_prompt = gr.Textbox(label="prompt")
-        api_schema = gr.Textbox(label="schema")
+        api_model = gr.Textbox(label="model", value=DEFAULTS["ask"])
+        api_prompt = gr.Textbox(label="prompt", value=(first_menu and ta.task_menu(get_spec(DEFAULTS["ask"]))[0].token)
+                                or "What is in this image?")  # fmt: skip
+        api_schema = gr.Textbox(label="schema", value="")
         api_answer = gr.Textbox(label="answer")
         api_boxes = gr.JSON(label="boxes")
         api_json = gr.JSON(label="json")
         api_button = gr.Button("ask")
 
     @user_errors
-    def ask_api(image: Any, model: Any, prompt: Any, schema: Any) -> tuple[str, Any, Any]:
-        """Ask a model about an image.
+    def ask(image: Any, model: Any, prompt: Any, schema: Any) -> tuple[str, Any, Any]:
+        """Ask a vision-language model about an image.
 
-        For Florence-2 the prompt is a task token, optionally followed by a phrase
-        (e.g. ``<OD>`` or ``<OPEN_VOCABULARY_DETECTION>red car``); other models take a question.
-        Returns the answer text, the parsed boxes (original image pixels, or an error) and the
-        structured JSON with its validity when a schema (JSON Schema text or a preset name) is given.
+        Args:
+            image: the image.
+            model: the model's registry key, e.g. florence-2-base or qwen2.5-vl-3b.
+            prompt: a question; for task-menu models (Florence-2) a task token, optionally
+                followed by a phrase, e.g. <OD> or <CAPTION_TO_PHRASE_GROUNDING>red car.
+            schema: optional JSON Schema text (or a preset name: book, objects, receipt, product,
+                sign) the answer must match.
+
+        Returns:
+            The answer text; the boxes in the answer (image pixels) or the reason they could not
+            be read; and, with a schema, the JSON found with its validity and errors.
         """
-        schema = load_schema(clean_text(schema, "JSON schema", 20_000) or None)
-        spec = checked_spec(ctx, model if isinstance(model, str) else "", "ask", "one of the Ask tab's models")
-        text = clean_text(prompt, "Prompt", MAX_QUESTION_CHARS, required=spec.family != "florence2", truncate=True)
-        task_label, phr = "", ""
-        if spec.family == "florence2":
-            token = next((t for t in TASKS_BY_TOKEN if text.startswith(t)), "<CAPTION>" if not text else None)
-            if token is None:
-                raise InputError("For Florence-2, start the prompt with a task token: " + ", ".join(TASKS_BY_TOKEN))
-            task_label, phr = TASKS_BY_TOKEN[token].label, text[len(token) :].strip()
-            if TASKS_BY_TOKEN[token].needs_region:
+        checked_schema = load_schema(clean_text(schema, "JSON schema", MAX_SCHEMA_CHARS) or None)
+        spec = ta.ask_spec(ctx, model)
+        decoded = image_of(ctx, image)
+        text = clean_text(prompt, "The prompt", ta.MAX_QUESTION_CHARS, required=not spec.accepts("task"),
+                          truncate=True)  # fmt: skip
+        if spec.accepts("task"):
+            chosen = next((t for t in ta.task_menu(spec) if text.startswith(t.token)), None)
+            if chosen is None and text:
+                raise InputError(f"For {spec.name}, start the prompt with a task token: "
+                                 + ", ".join(t.token for t in ta.task_menu(spec)))  # fmt: skip
+            if chosen is not None and chosen.needs_region:
                 raise InputError("Region tasks need a drawn region: use the Ask tab.")
-        final = None
-        for _, chunk, decoded in run_ask(ctx, image, model, text, [], task_label=task_label, phrase=phr, schema=schema):
-            if chunk.result is not None:
-                final = (chunk, decoded)
-        assert final is not None
-        chunk, decoded = final
-        res = chunk.result
-        boxes_out: Any = {"error": res.parse_error} if res.parse_error else detections_to_json(res.detections,
-                                                                                               decoded.scale)  # fmt: skip
+            request, _ = ta.build_request(spec, decoded, task=chosen.token if chosen else "",
+                                          phrase=text[len(chosen.token):] if chosen else "")  # fmt: skip
+        else:
+            request, _ = ta.build_request(spec, decoded, text, schema=checked_schema)
+        result = ta.answer(ctx, decoded, spec.key, request)
+        checked = ta.check_answer(result, decoded, checked_schema)
+        boxes_out: Any = {"error": checked.parse_error} if checked.parse_error else checked.boxes
         js: Any = None
-        if schema is not None:
-            sr = validate_answer(res.raw or res.text, schema)
-            js = {"valid": sr.valid, "data": sr.data, "errors": sr.errors}
-        return res.text, boxes_out, js
+        if checked.valid is not None:
+            js = {"valid": checked.valid, "data": checked.data, "errors": checked.errors}
+        return result.text, boxes_out, js
 
-    api_button.click(ask_api, [api_image, api_model, api_prompt, api_schema], [api_answer, api_boxes, api_json],
-                     api_name="ask", preprocess=False, **MODEL_EVENT)  # fmt: skip
+    api_button.click(ask, [api_image, api_model, api_prompt, api_schema], [api_answer, api_boxes, api_json],
+                     api_name="ask", api_description="Ask a vision-language model about an image: the answer, any "
+                     "boxes in it, and JSON checked against a schema.", preprocess=False, **MODEL_EVENT)  # fmt: skip

@@ -1,251 +1,78 @@
 """Compare tab: 2-4 models of one task on the same image, side by side, and how much they agree.
 
-UI only. Models run one after another through the shared cache (``model_loaders.tasks.runners``),
-each pinned only while it runs; agreement metrics live in ``model_loaders.tasks.agreement``.
-The image is decoded once per comparison.
+UI only. The comparison (validation, one decode, each model in turn through the task layer,
+agreement) is ``model_loaders.tasks.compare``; this module draws it.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
 import gradio as gr
 import numpy as np
 
 from model_loaders.core.context import AppContext
-from model_loaders.core.errors import InputError
-from model_loaders.core.images import DecodedImage, decode_image
-from model_loaders.core.registry import DEFAULTS, specs_for_task
-from model_loaders.core.specs import TASKS, ModelSpec
-from model_loaders.tasks import agreement, runners
+from model_loaders.core.registry import DEFAULTS
+from model_loaders.core.specs import TASKS
+from model_loaders.tasks import compare as tc
+from model_loaders.tasks.base import models_for
+from model_loaders.tasks.compare import METRIC_NAMES, Comparison, ModelRun
+from tabs import _render as draw
 from tabs._components import ImageInput
 from tabs._errors import user_errors
 from tabs._events import LIGHT_EVENT, MODEL_EVENT
 from tabs._examples import example_paths
-from tabs._validate import clean_text, finite_number
+from tabs._picker import choice_label
 
 log = logging.getLogger(__name__)
 
 TITLE = "Compare"
-MAX_POINTS = 8
-MAX_QUESTION_CHARS = 2000
-MAX_CLASSES_CHARS = 500
-ASK_MAX_NEW_TOKENS = 64
-METRIC_NAMES = {
-    "detect": "matched-box F1 at IoU 0.5",
-    "depth": "Pearson correlation after scale-and-shift alignment",
-    "segment": "mean mask IoU over the same point prompts",
-    "ask": "",
-}
 STAGES = (("load_ms", "load", "#b0b0b0"), ("preprocess_ms", "preprocess", "#8ecae6"),
           ("inference_ms", "inference", "#219ebc"), ("postprocess_ms", "postprocess", "#023047"))  # fmt: skip
 SUMMARY_HEADERS = ["model", "licence", "load ms", "pre ms", "inference ms", "post ms", "run ms (no load)", "result"]
 
 
-# ----- rendering helpers (also used by the Workflow tab) ----------------------------------------
-
-
-def draw_detections(image: np.ndarray, det: Any) -> np.ndarray:
-    """Boxes with "class score" labels (just the class for VLM boxes, which have no score)."""
-    import supervision as sv
-
-    scene = np.array(image, copy=True)
-    if det is None or len(det) == 0:
-        return scene
-    names = det.data.get("class_name") if det.data else None
-    names = [str(n) for n in names] if names is not None else ["object"] * len(det)
-    labels = [n if det.confidence is None else f"{n} {float(s):.2f}" for n, s in
-              zip(names, det.confidence if det.confidence is not None else [0.0] * len(det), strict=True)]  # fmt: skip
-    colour = sv.Detections(xyxy=det.xyxy, class_id=np.arange(len(det)))
-    thickness = max(1, round(max(image.shape[:2]) / 400))
-    scene = sv.BoxAnnotator(thickness=thickness, color_lookup=sv.ColorLookup.INDEX).annotate(scene, colour)
-    return sv.LabelAnnotator(text_scale=max(0.4, max(image.shape[:2]) / 1400), smart_position=True,
-                             color_lookup=sv.ColorLookup.INDEX).annotate(scene, colour, labels=labels)  # fmt: skip
-
-
-def draw_masks(image: np.ndarray, det: Any, points: list[tuple[float, float]]) -> np.ndarray:
-    """Masks (one colour per prompt) and the prompt points."""
-    import supervision as sv
-
-    scene = np.array(image, copy=True)
-    if det is not None and len(det):
-        colour = sv.Detections(xyxy=det.xyxy, mask=det.mask, class_id=np.arange(len(det)))
-        scene = sv.MaskAnnotator(opacity=0.5, color_lookup=sv.ColorLookup.INDEX).annotate(scene, colour)
-    import cv2
-
-    r = max(3, round(max(image.shape[:2]) / 150))
-    for x, y in points:
-        cv2.circle(scene, (int(round(x)), int(round(y))), r, (255, 255, 255), -1)
-        cv2.circle(scene, (int(round(x)), int(round(y))), r, (0, 0, 0), max(1, r // 3))
-    return scene
-
-
-# ----- choices ---------------------------------------------------------------------------------
-
-
 def model_choices(ctx: AppContext, task: str) -> list[tuple[str, str]]:
-    """(label, key) for every model that can do ``task``, home-task models first."""
-    out = []
-    for s in specs_for_task(task):  # type: ignore[arg-type]
-        avail = ctx.availability(s)
-        other = "" if s.task == task else f" · {s.task} model"
-        out.append((f"{s.name} · {s.licence}{other}" + ("" if avail.ok else f" · {avail.status}"), s.key))
-    return out
+    """(label, key) for every model that can do ``task`` and run here, home-task models first."""
+    ready, _ = models_for(ctx, task)  # type: ignore[arg-type]
+    return [(choice_label(s) + ("" if s.task == task else f" · {s.task} model"), s.key) for s in ready]
 
 
 def default_models(ctx: AppContext, task: str, n: int = 2) -> list[str]:
     """The task's default model plus the next runnable ones (for the picker's initial value)."""
-    runnable = [s.key for s in specs_for_task(task) if ctx.availability(s).ok]  # type: ignore[arg-type]
+    runnable = [k for _, k in model_choices(ctx, task)]
     first = DEFAULTS.get(task)  # type: ignore[call-overload]
     ordered = ([first] if first in runnable else []) + [k for k in runnable if k != first]
     return ordered[:n]
 
 
-# ----- the comparison (UI-free logic, tested directly) ----------------------------------------------
+def picture(cmp: Comparison, run: ModelRun) -> np.ndarray:
+    """What one model produced, drawn on the image (or a colourised depth map)."""
+    from model_loaders.tasks.depth_export import colourise
 
-
-@dataclass
-class Comparison:
-    """Everything the tab and the API show for one comparison."""
-
-    task: str
-    specs: list[ModelSpec]
-    runs: list[runners.ModelRun]
-    image: DecodedImage
-    points: list[tuple[float, float]] = field(default_factory=list)
-    matrix: np.ndarray | None = None
-    abs_rel: np.ndarray | None = None
-    notes: list[str] = field(default_factory=list)
-
-
-def _models(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [p.strip() for p in value.split(",") if p.strip()]
-    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-        return [v.strip() for v in value]
-    raise InputError("Models must be a list of model keys.")
-
-
-def parse_points(text: Any, decoded: DecodedImage) -> list[tuple[float, float]]:
-    """``"x, y; x, y"`` in original-image pixels -> working-image points (image centre if empty).
-
-    Raises:
-        InputError: malformed, non-finite, outside the image, or too many points.
-    """
-    raw = clean_text(text, "Points", 400)
-    if not raw:
-        w, h = decoded.size
-        return [(w / 2.0, h / 2.0)]
-    pts = []
-    ow, oh = decoded.original_size
-    for part in [p for p in raw.replace("\n", ";").split(";") if p.strip()]:
-        xy = [v.strip() for v in part.replace("(", "").replace(")", "").split(",")]
-        if len(xy) != 2:
-            raise InputError(f"Points are written as 'x, y; x, y' (got {part.strip()[:40]!r}).")
-        x = finite_number(xy[0], "Point x", 0, ow)
-        y = finite_number(xy[1], "Point y", 0, oh)
-        pts.append(decoded.to_working(x, y))
-    if len(pts) > MAX_POINTS:
-        raise InputError(f"Too many points ({len(pts)}; max {MAX_POINTS}).")
-    return pts
-
-
-def _usable(run: runners.ModelRun, task: str) -> bool:
+    img = cmp.image.array
     if not run.ok:
-        return False
-    return not (task == "detect" and run.result.metadata.get("parse_error"))
-
-
-def compute_agreement(task: str, runs: list[runners.ModelRun]) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Pairwise agreement matrix for ``task`` (NaN for models without a usable result).
-
-    Returns:
-        (matrix, abs_rel): ``abs_rel`` only for depth (row map aligned to column map).
-    """
-    n = len(runs)
-    if task == "ask":
-        return None, None
-    matrix = np.full((n, n), np.nan)
-    abs_rel = np.full((n, n), np.nan) if task == "depth" else None
-    ok = [i for i, r in enumerate(runs) if _usable(r, task)]
-    for i in ok:
-        for j in ok:
-            a, b = runs[i].result, runs[j].result
-            if task == "detect":
-                matrix[i, j] = agreement.detection_f1(a, b) if j >= i else matrix[j, i]
-            elif task == "segment":
-                matrix[i, j] = agreement.masks_iou(a, b) if j >= i else matrix[j, i]
-            else:
-                agree = agreement.depth_agreement(a.depth, b.depth, a.kind, b.kind)
-                matrix[i, j] = agree.pearson
-                abs_rel[i, j] = agree.abs_rel  # type: ignore[index]
-    return matrix, abs_rel
-
-
-def run_compare(
-    ctx: AppContext,
-    image: Any,
-    task: Any,
-    models: Any,
-    classes: Any = "",
-    confidence: Any = runners.DEFAULT_CONFIDENCE,
-    points: Any = "",
-    question: Any = "Describe the image.",
-) -> Comparison:
-    """Validate a comparison, decode the image once, run each model in turn, measure agreement.
-
-    Raises:
-        InputError: bad task, model list, image, prompt or numbers.
-    """
-    task = str(task or "")
-    specs = runners.check_compare_keys(ctx, task, _models(models))
-    if image is None:
-        raise InputError("Please upload an image (or pick an example).")
-    pts: list[tuple[float, float]] = []
-    if task == "detect":
-        from model_loaders.tasks.detection_utils import parse_prompt
-
-        text = clean_text(classes, "Classes", MAX_CLASSES_CHARS)
-        wanted = parse_prompt(text)[0] if text else []
-        conf = finite_number(confidence, "Confidence", 0.0, 1.0)
-    elif task == "ask":
-        q = clean_text(question, "Question", MAX_QUESTION_CHARS, required=True, truncate=True)
-    decoded = decode_image(image, gate=ctx.uploads)  # once, shared by every model
-    if task == "detect":
-        run = runners.detect_run(decoded, wanted, conf, max_new_tokens=128)
-    elif task == "depth":
-        run = runners.depth_run(decoded)
-    elif task == "segment":
-        pts = parse_points(points, decoded)
-        run = runners.segment_run(decoded, pts)
-    else:
-        run = runners.ask_run(decoded, q, ASK_MAX_NEW_TOKENS)
-    runs = runners.run_sequentially(ctx, [s.key for s in specs], run)
-    matrix, abs_rel = compute_agreement(task, runs)
-    notes = list(decoded.notes)
-    if task == "detect":
-        notes += [f"{s.name}: boxes could not be read ({r.result.metadata['parse_error']}); left out of the agreement."
-                  for s, r in zip(specs, runs, strict=True) if r.ok and r.result.metadata.get("parse_error")]  # fmt: skip
-    if task == "ask" and any(s.family == "florence2" for s in specs):
-        notes.append("Florence-2 does not take free questions: it gives a detailed caption instead.")
-    notes += [f"{s.name}: {r.error}" for s, r in zip(specs, runs, strict=True) if not r.ok]
-    return Comparison(task, specs, runs, decoded, pts, matrix, abs_rel, notes)
+        return img
+    if cmp.task == "detect":
+        return draw.boxes(img, run.result)
+    if cmp.task == "depth":
+        return colourise(run.result.depth, run.result.kind)
+    if cmp.task == "segment":
+        return draw.prompts(draw.masks(img, list(run.result.mask)), cmp.points)
+    return img
 
 
 # ----- views ---------------------------------------------------------------------------------
 
 
-def _run_ms(run: runners.ModelRun) -> float:
+def _run_ms(run: ModelRun) -> float:
     t = run.timings
     return t.preprocess_ms + t.inference_ms + t.postprocess_ms
 
 
-def _summary(task: str, run: runners.ModelRun) -> str:
+def _summary(task: str, run: ModelRun) -> str:
     if not run.ok:
         return f"⚠ {run.error}"
     r = run.result
@@ -261,17 +88,9 @@ def _summary(task: str, run: runners.ModelRun) -> str:
 
 def gallery_items(cmp: Comparison, warning: str) -> list[tuple[np.ndarray, str]]:
     """One picture per model with its name, run time and licence (ask shows the input image)."""
-    from model_loaders.tasks.depth_export import colourise
-
     items = []
     for spec, run in zip(cmp.specs, cmp.runs, strict=True):
-        img = cmp.image.array
-        if run.ok and cmp.task == "detect":
-            img = draw_detections(img, run.result)
-        elif run.ok and cmp.task == "depth":
-            img = colourise(run.result.depth, run.result.kind)
-        elif run.ok and cmp.task == "segment":
-            img = draw_masks(img, run.result, cmp.points)
+        img = picture(cmp, run)
         status = f"{_run_ms(run):,.0f} ms" if run.ok else "failed"
         caption = f"{spec.name} · {status} · {spec.licence}" + (f" · {warning}" if warning else "")
         items.append((img, caption))
@@ -411,10 +230,11 @@ def build(ctx: AppContext) -> None:
             gr.Examples(example_paths(), inputs=[image], label="Examples", elem_id="compare-examples")
             task = gr.Radio(list(TASKS), value="detect", label="Task", elem_id="compare-task")
             models = gr.Dropdown(model_choices(ctx, "detect"), value=default_models(ctx, "detect"), multiselect=True,
-                                 max_choices=runners.MAX_COMPARE, label="Models (2–4)", elem_id="compare-models")  # fmt: skip
+                                 max_choices=tc.MAX_COMPARE, label="Models (2–4)", elem_id="compare-models")  # fmt: skip
             classes = gr.Textbox(label="Classes (empty: all; open-vocabulary models and VLMs need words)",
                                  placeholder="cat, cup", max_lines=2, elem_id="compare-classes")  # fmt: skip
-            confidence = gr.Slider(0.0, 1.0, value=runners.DEFAULT_CONFIDENCE, step=0.01, label="Confidence",
+            confidence = gr.Number(value=None, minimum=0.0, maximum=1.0, step=0.01,
+                                   label="Confidence (empty: each detector's own default)",
                                    elem_id="compare-conf")  # fmt: skip
             points = gr.Textbox(label="Points 'x, y; x, y' in image pixels (click the image to add; empty: centre)",
                                 visible=False, max_lines=2, elem_id="compare-points")  # fmt: skip
@@ -432,15 +252,15 @@ def build(ctx: AppContext) -> None:
                 heatmap = gr.Plot(label="Agreement", elem_id="compare-heatmap")
             pairs = gr.Dataframe(headers=agreement_headers("detect"), interactive=False, wrap=True,
                                  label="Agreement per pair", elem_id="compare-pairs")  # fmt: skip
-    api_models = gr.Textbox(visible=False)
-    api_prompt = gr.Textbox(visible=False)
-    api_points = gr.Textbox(visible=False)
+    api_models = gr.Textbox(visible=False, label="models", value=",".join(default_models(ctx, "detect")))
+    api_prompt = gr.Textbox(visible=False, label="prompt")
+    api_points = gr.Textbox(visible=False, label="points")
     api_json = gr.JSON(visible=False, label="comparison")
     api_btn = gr.Button(visible=False)
 
     @user_errors
     def on_compare(img: Any, t: Any, keys: Any, cls: Any, conf: Any, pts: Any, q: Any) -> tuple[Any, ...]:
-        cmp = run_compare(ctx, img, t, keys, cls, conf, pts, q)
+        cmp = tc.compare(ctx, img, t, keys, cls, conf, pts, q)
         return (
             notes_markdown(ctx, cmp),
             gallery_items(cmp, ctx.weights_warning),
@@ -456,7 +276,7 @@ def build(ctx: AppContext) -> None:
         return (
             gr.Dropdown(choices=model_choices(ctx, t), value=default_models(ctx, t)),
             gr.Textbox(visible=t == "detect"),
-            gr.Slider(visible=t == "detect"),
+            gr.Number(visible=t == "detect"),
             gr.Textbox(visible=t == "segment"),
             gr.Textbox(visible=t == "ask"),
         )
@@ -467,19 +287,25 @@ def build(ctx: AppContext) -> None:
         return (current + "; " if current else "") + f"{x}, {y}"
 
     @user_errors
-    def api_compare(
-        image: Any, task: Any, models: Any, prompt: Any, confidence: Any, points: Any
-    ) -> dict[str, Any]:
-        """Compare 2-4 models of one task on an image.
+    def compare(image: Any, task: Any, models: Any, prompt: Any, confidence: Any, points: Any) -> dict[str, Any]:
+        """Compare 2-4 models of one task on the same image, and how much they agree.
 
-        ``models`` is a comma-separated list of model keys; ``prompt`` is the classes (detect) or the
-        question (ask); ``points`` is 'x, y; x, y' in image pixels (segment). Returns per-model results
-        (boxes in original-image pixels), timings, licences and the pairwise agreement matrix.
+        Args:
+            image: the image.
+            task: segment, depth, detect or ask.
+            models: comma-separated model keys, e.g. depth-anything-v2-small,depth-anything-v2-base.
+            prompt: the classes to find (detect) or the question (ask).
+            confidence: a detection threshold for every model, or null for each model's own default.
+            points: 'x, y; x, y' in image pixels (segment; empty: the image centre).
+
+        Returns:
+            Per-model results (boxes in the image's pixels), timings and licences, and the pairwise
+            agreement matrix.
         """
         prompt_text = prompt if prompt is not None else ""
         question = prompt_text if str(task) == "ask" and str(prompt_text).strip() else "Describe the image."
         classes = prompt_text if task == "detect" else ""
-        cmp = run_compare(ctx, image, task, models, classes, confidence, points, question)
+        cmp = tc.compare(ctx, image, task, models, classes, confidence, points, question)
         return api_payload(ctx, cmp)
 
     run_btn.click(on_compare, [image, task, models, classes, confidence, points, question],
@@ -488,5 +314,6 @@ def build(ctx: AppContext) -> None:
     task.change(on_task, [task], [models, classes, confidence, points, question], api_visibility="private",
                 **LIGHT_EVENT)  # fmt: skip
     image.select(on_click, [points], [points], api_visibility="private", **LIGHT_EVENT)
-    api_btn.click(api_compare, [image, task, api_models, api_prompt, confidence, api_points], [api_json],
-                  api_name="compare", preprocess=False, **MODEL_EVENT)  # fmt: skip
+    api_btn.click(compare, [image, task, api_models, api_prompt, confidence, api_points], [api_json],
+                  api_name="compare", api_description="Compare 2-4 models of one task on the same image: results, "
+                  "timings, licences and how much they agree.", preprocess=False, **MODEL_EVENT)  # fmt: skip

@@ -7,12 +7,24 @@ from typing import Any
 import pytest
 
 from model_loaders.core import context as context_module
-from model_loaders.core.adapters import Availability, LoadSettings
+from model_loaders.core.availability import Availability, LoadSettings
 from model_loaders.core.cache import ModelCache
 from model_loaders.core.context import AppContext
 from model_loaders.core.errors import InputError, ModelUnavailable
 from model_loaders.core.results import Timings
-from model_loaders.tasks.runners import check_compare_keys, run_sequentially
+from model_loaders.core.registry import get_spec
+from model_loaders.tasks.compare import check_models as check_compare_keys
+from model_loaders.tasks.compare import run_each
+
+
+def run_sequentially(ctx: Any, keys: list[str], fn: Any) -> Any:
+    """Each model pinned in the cache only while ``fn(bundle, spec, timings)`` runs on it."""
+
+    def run(key: str, timings: Timings) -> Any:
+        with ctx.use(key, timings) as bundle:
+            return fn(bundle, get_spec(key), timings)
+
+    return run_each(ctx, keys, run)
 
 # -- sequential runs through the shared cache, with a fake loader and sizer ---------------------
 
@@ -103,7 +115,7 @@ def test_an_input_error_stops_the_comparison(all_available):
         ("depth", ["depth-anything-v2-small", "rf-detr-nano"], "cannot estimate depth"),
         ("depth", ["depth-anything-v2-small", "no-such-model"], "Unknown model"),
         ("dance", ["depth-anything-v2-small", "depth-anything-v2-base"], "Pick a task"),
-        ("ask", ["florence-2-base", "cogvlm-chat"], "remote code"),
+        ("ask", ["florence-2-base", "cogvlm-chat"], "never executes"),
     ],
 )
 def test_bad_compare_requests_are_refused_before_anything_loads(ctx, task, keys, message):
@@ -122,6 +134,8 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from model_loaders.tasks import base as task_base  # noqa: E402
+from model_loaders.tasks import compare as tc  # noqa: E402
 from tabs import compare  # noqa: E402
 
 CAT = str(Path(__file__).resolve().parent.parent / "assets" / "cat.jpg")
@@ -129,7 +143,7 @@ CAT = str(Path(__file__).resolve().parent.parent / "assets" / "cat.jpg")
 
 def test_detect_comparison_runs_each_model_and_fills_a_symmetric_f1_matrix(ctx):
     keys = ["rf-detr-nano", "owlv2-base", "florence-2-base"]  # closed set, open vocabulary, a VLM
-    cmp = compare.run_compare(ctx, CAT, "detect", keys, classes="cat", confidence=0.0)
+    cmp = tc.compare(ctx, CAT, "detect", keys, classes="cat", confidence=0.0)
     assert [r.key for r in cmp.runs] == keys and all(r.ok for r in cmp.runs)
     m = cmp.matrix
     assert m.shape == (3, 3)
@@ -153,7 +167,7 @@ def test_detect_comparison_runs_each_model_and_fills_a_symmetric_f1_matrix(ctx):
 
 def test_depth_comparison_aligns_maps_and_reports_abs_rel(ctx):
     keys = ["depth-anything-v2-small", "depth-anything-v2-metric-indoor-small"]
-    cmp = compare.run_compare(ctx, CAT, "depth", keys)
+    cmp = tc.compare(ctx, CAT, "depth", keys)
     assert all(r.result.depth.shape == cmp.image.array.shape[:2] for r in cmp.runs)
     for i in range(2):
         if not np.isnan(cmp.matrix[i, i]):
@@ -167,7 +181,7 @@ def test_depth_comparison_aligns_maps_and_reports_abs_rel(ctx):
 
 def test_segment_comparison_uses_the_same_point_prompts_for_every_model(ctx):
     keys = ["sam2.1-hiera-tiny", "sam2.1-hiera-small"]
-    cmp = compare.run_compare(ctx, CAT, "segment", keys, points="100, 80; 300, 200")
+    cmp = tc.compare(ctx, CAT, "segment", keys, points="100, 80; 300, 200")
     assert cmp.points == [(100.0, 80.0), (300.0, 200.0)]  # the example is not downscaled
     for r in cmp.runs:
         assert r.result.mask.shape == (2, *cmp.image.array.shape[:2]) and r.result.mask.dtype == bool
@@ -175,24 +189,24 @@ def test_segment_comparison_uses_the_same_point_prompts_for_every_model(ctx):
 
 
 def test_ask_comparison_shows_answers_side_by_side_with_tokens(ctx):
-    cmp = compare.run_compare(ctx, CAT, "ask", ["florence-2-base", "qwen2.5-vl-3b"], question="What animal is this?")
+    cmp = tc.compare(ctx, CAT, "ask", ["florence-2-base", "qwen2.5-vl-3b"], question="What animal is this?")
     assert cmp.matrix is None and compare.agreement_figure(cmp) is None
     rows = compare.agreement_rows(cmp)
     assert [r[0] for r in rows] == ["Florence-2 Base", "Qwen2.5-VL 3B Instruct"]
     assert all(r[1] > 0 for r in rows), "token counts are shown"
-    assert any("Florence-2" in n for n in cmp.notes)
+    assert any("Florence-2 Base does not take free questions" in n for n in cmp.notes)
 
 
 def test_the_image_is_decoded_once_per_comparison(ctx, monkeypatch):
     calls = []
-    real = compare.decode_image
+    real = task_base.decode_image
 
     def counting(source, *a, **kw):
         calls.append(source)
         return real(source, *a, **kw)
 
-    monkeypatch.setattr(compare, "decode_image", counting)
-    compare.run_compare(ctx, CAT, "depth", ["depth-anything-v2-small", "depth-anything-v2-metric-outdoor-small"])
+    monkeypatch.setattr(task_base, "decode_image", counting)
+    tc.compare(ctx, CAT, "depth", ["depth-anything-v2-small", "depth-anything-v2-metric-outdoor-small"])
     assert len(calls) == 1
 
 
@@ -211,12 +225,12 @@ def test_bad_prompts_are_refused(ctx, kwargs, message):
     keys = {"segment": ["sam2.1-hiera-tiny", "sam2.1-hiera-small"], "detect": ["rf-detr-nano", "d-fine-nano"],
             "ask": ["florence-2-base", "qwen2.5-vl-3b"]}[task]  # fmt: skip
     with pytest.raises(InputError, match=message):
-        compare.run_compare(ctx, CAT, task, keys, **kwargs)
+        tc.compare(ctx, CAT, task, keys, **kwargs)
 
 
 def test_no_image_is_an_input_error(ctx):
-    with pytest.raises(InputError, match="upload an image"):
-        compare.run_compare(ctx, None, "depth", ["depth-anything-v2-small", "depth-anything-v2-base"])
+    with pytest.raises(InputError, match="Upload an image"):
+        tc.compare(ctx, None, "depth", ["depth-anything-v2-small", "depth-anything-v2-base"])
 
 
 # -- through the served app ----------------------------------------------------------------------

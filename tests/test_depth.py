@@ -11,8 +11,10 @@ import pytest
 from PIL import Image
 
 from model_loaders.core.errors import InputError, ModelUnavailable
+from model_loaders.core.images import decode_image
 from model_loaders.core.results import Timings
-from model_loaders.families.depth_anything import estimate_depth
+from model_loaders.families.depth_anything import DepthBundle, estimate_depth
+from model_loaders.tasks import depth as td
 from model_loaders.tasks import depth_export as dx
 
 SMALL = "depth-anything-v2-small"
@@ -41,8 +43,7 @@ def relative_run(ctx: Any, upload_path_session: Path) -> tuple[list[str], dict, 
 @pytest.mark.parametrize("size", [(77, 123), (240, 97)])
 def test_depth_map_has_the_input_image_size(ctx: Any, key: str, size: tuple[int, int]) -> None:
     timings = Timings()
-    with ctx.use(key, timings) as bundle:
-        result = estimate_depth(bundle, _noise(*size), timings)
+    result = td.estimate(ctx, decode_image(_noise(*size)), key, timings)
     assert result.depth.shape == size
     assert result.depth.dtype == np.float32
     assert np.isfinite(result.depth).all()
@@ -71,7 +72,7 @@ def test_png16_round_trip_recovers_floats_and_keeps_order(upload_path: Path) -> 
         assert (np.diff(restored.ravel()[order]) >= 0).all()
 
 
-def test_app_downloads_round_trip(relative_run: tuple[list[str], dict, str, dict]) -> None:
+def test_app_downloads_round_trip(relative_run: tuple[list[str], dict, str, Any]) -> None:
     files, stats, _, _ = relative_run
     colour, png16, side, npy, _ply = files
     floats = np.load(npy)
@@ -117,14 +118,14 @@ def test_colormap_and_invert_rerender_without_calling_the_model(
         calls.append(1)
         return estimate_depth(*args, **kwargs)
 
-    monkeypatch.setattr(depth, "estimate_depth", counting)
+    monkeypatch.setattr(DepthBundle, "estimate", lambda self, image, timings: counting(self, image, timings))
     src = _png(upload_path / "scene.png", _noise(90, 120, seed=3))
     _, _, _, state = depth.compute(ctx, src, SMALL)
     assert len(calls) == 1
     seen = {}
     for cmap in ("Spectral_r", "inferno", "turbo", "viridis", "gray"):
         for invert in (False, True):
-            slider, pick, fig, files, _meaning, state = depth.render(state, cmap, invert, 60)
+            slider, pick, fig, files, _meaning, state = depth.render(ctx, state, cmap, invert, 60)
             assert slider[1].shape == (90, 120, 3) and np.array_equal(slider[1], pick)
             assert Path(files[0]).exists() and cmap in Path(files[0]).name
             assert fig.data  # a 3D trace is drawn
@@ -132,17 +133,16 @@ def test_colormap_and_invert_rerender_without_calling_the_model(
     assert len(calls) == 1  # ten re-renders, one model call
     assert not np.array_equal(seen[("inferno", False)], seen[("viridis", False)])
     # Inverting flips the colour scale: the nearest pixel swaps ends of the colormap.
-    near = np.unravel_index(np.argmax(state["depth"]), state["depth"].shape)
+    near = np.unravel_index(np.argmax(state.depth), state.depth.shape)
     lut = dx.colormap_lut("gray")
     assert (seen[("gray", False)][near] == lut[255]).all() and (seen[("gray", True)][near] == lut[0]).all()
 
 
-def test_read_pixel_reports_the_clicked_value(relative_run: tuple[list[str], dict, str, dict]) -> None:
-    from tabs import depth
+def test_read_pixel_reports_the_clicked_value(relative_run: tuple[list[str], dict, str, Any]) -> None:
 
     state = relative_run[3]
-    text = depth.read_pixel(state, 200, 100)
-    assert f"{float(state['depth'][100, 200]):.4g}" in text and "nearer" in text
+    text = td.read_pixel(state, 200, 100)
+    assert f"{float(state.depth[100, 200]):.4g}" in text and "nearer" in text
 
 
 @pytest.mark.parametrize("key", [SMALL, INDOOR])
@@ -152,7 +152,7 @@ def test_ply_has_one_finite_vertex_per_downsampled_pixel(ctx: Any, upload_path: 
     src = _png(upload_path / "wide.png", _noise(300, 600, seed=5))
     files, _, _, state = depth.compute(ctx, src, key, fov=75)
     header, vertices = dx.read_ply(Path(files[4]))
-    rows, cols = dx.downsample(state["depth"], dx.PLY_MAX_SIDE).shape
+    rows, cols = dx.downsample(state.depth, dx.PLY_MAX_SIDE).shape
     assert (rows, cols) == (128, 256)
     assert len(vertices) == rows * cols
     xyz = np.stack([vertices["x"], vertices["y"], vertices["z"]], axis=1)
@@ -171,7 +171,7 @@ def test_ply_has_one_finite_vertex_per_downsampled_pixel(ctx: Any, upload_path: 
         (np.zeros((1, 1, 3), np.uint8), SMALL, "too small"),
         (np.zeros((30, 800, 3), np.uint8), SMALL, "aspect ratio"),
         (_noise(64, 64), "no-such-model", "Unknown model"),
-        (_noise(64, 64), "rf-detr-medium", "not a depth model"),
+        (_noise(64, 64), "rf-detr-medium", "cannot estimate depth"),
     ],
     ids=["1x1", "extreme-aspect", "unknown-model", "not-depth-model"],
 )

@@ -13,7 +13,8 @@ import pytest
 
 from model_loaders.core.detections import COCO_CLASSES, class_names_of, make_detections
 from model_loaders.core.errors import InputError
-from model_loaders.tasks import detection_utils as du
+from model_loaders.tasks import detect as du
+from model_loaders.tasks import detect_export as dx
 from tabs import detect
 from tabs._examples import example_paths
 
@@ -58,7 +59,7 @@ def _message(exc_info: Any) -> str:
     ],
 )
 def test_filter_honours_thresholds_and_classes_exactly(conf: float, iou: float, classes: list[str], expected: list[float]) -> None:
-    out = du.filter_detections(_fixed(), conf, iou, classes)
+    out = du.refilter(_fixed(), conf, iou, classes)
     assert out.detections.confidence.tolist() == pytest.approx(expected)
     if classes:
         assert set(class_names_of(out.detections)) <= set(classes)
@@ -67,33 +68,33 @@ def test_filter_honours_thresholds_and_classes_exactly(conf: float, iou: float, 
 
 
 def test_counts_per_class() -> None:
-    out = du.filter_detections(_fixed(), 0.0, 1.0, [])
+    out = du.refilter(_fixed(), 0.0, 1.0, [])
     assert out.counts == {"cat": 3, "dog": 1, "mug": 1}
 
 
 def test_exports_round_trip() -> None:
-    out = du.filter_detections(_fixed(), 0.0, 1.0, [])
-    records = du.to_records(out.detections, scale=0.5)  # boxes mapped back to the original
+    out = du.refilter(_fixed(), 0.0, 1.0, [])
+    records = dx.to_records(out.detections, scale=0.5)  # boxes mapped back to the original
     assert records[0]["box"] == [20.0, 20.0, 220.0, 220.0]
-    from_json = du.parse_json(du.to_json(records, {"model": "x"}))
-    from_csv = du.parse_csv(du.to_csv(records))
-    from_coco = du.parse_coco(du.to_coco(records, ["cat", "dog", "mug"], 800, 600))
+    from_json = dx.parse_json(dx.to_json(records, {"model": "x"}))
+    from_csv = dx.parse_csv(dx.to_csv(records))
+    from_coco = dx.parse_coco(dx.to_coco(records, ["cat", "dog", "mug"], 800, 600))
     for parsed in (from_json, from_csv, from_coco):
         assert [r["class"] for r in parsed] == [r["class"] for r in records]
         assert [r["class_id"] for r in parsed] == [r["class_id"] for r in records]
         assert [r["score"] for r in parsed] == pytest.approx([r["score"] for r in records])
         for got, want in zip(parsed, records, strict=True):
             assert got["box"] == pytest.approx(want["box"], abs=0.11)
-    coco = json.loads(du.to_coco(records, ["cat", "dog", "mug"], 800, 600))
+    coco = json.loads(dx.to_coco(records, ["cat", "dog", "mug"], 800, 600))
     assert coco["images"][0]["width"] == 800 and {c["name"] for c in coco["categories"]} == {"cat", "dog", "mug"}
     assert coco["annotations"][0]["bbox"] == pytest.approx([20.0, 20.0, 200.0, 200.0])
 
 
 def test_malformed_export_is_an_error_not_no_objects() -> None:
     with pytest.raises((ValueError, KeyError)):
-        du.parse_json('{"detections": [{"class": "cat", "class_id": 0, "score": 1, "box": [1, 2, "x", 4]}]}')
+        dx.parse_json('{"detections": [{"class": "cat", "class_id": 0, "score": 1, "box": [1, 2, "x", 4]}]}')
     with pytest.raises((ValueError, KeyError)):
-        du.parse_json('{"nothing": []}')
+        dx.parse_json('{"nothing": []}')
 
 
 def test_prompt_parsing_and_cap() -> None:
@@ -140,7 +141,7 @@ def test_rf_detr_runs_once_and_refilters_without_the_model(ctx: Any, handlers: d
         assert table and all(len(row) == 6 for row in table)
         assert "inference" in info and "tiny random weights" in info and "`cpu`" in info
         assert [Path(f).name for f in files] == ["detections.json", "detections.csv", "detections_coco.json"]
-        saved = du.parse_json(Path(files[0]).read_text())
+        saved = dx.parse_json(Path(files[0]).read_text())
         assert [[r["class"], r["score"], *r["box"]] for r in saved] == table
         assert sum(fig.data[0].y) == len(table)
         assert filter_update["choices"] == list(run.classes)
@@ -190,7 +191,7 @@ def test_yolo_built_from_yaml(ctx: Any, handlers: dict[str, Any]) -> None:
         ((CAT, "rf-detr-medium", 0.5, 0.5, "cat, unicorn"), "does not know these classes: 'unicorn'"),
         ((CAT, "owlv2-base", 0.5, 0.5, "   "), "type the classes"),
         ((CAT, "no-such-model", 0.5, 0.5, ""), "Unknown model"),
-        ((None, "rf-detr-medium", 0.5, 0.5, ""), "upload an image"),
+        ((None, "rf-detr-medium", 0.5, 0.5, ""), "Upload an image"),
     ],
 )
 def test_bad_inputs_give_messages(handlers: dict[str, Any], args: tuple[Any, ...], needle: str) -> None:
@@ -207,16 +208,21 @@ def test_hundreds_of_classes_are_capped_with_a_message(handlers: dict[str, Any])
 
 
 def test_yolo_without_the_extra_says_how_to_enable_it(ctx: Any, handlers: dict[str, Any], monkeypatch: Any) -> None:
-    import model_loaders.core.adapters as adapters
+    import model_loaders.core.availability as adapters
 
     real = adapters._module_exists
     monkeypatch.setattr(adapters, "_module_exists", lambda name: name != "ultralytics" and real(name))
     with pytest.raises(gr.Error) as exc:
         handlers["api"](CAT, "yolov12s", 0.25, 0.7, "")
     assert "`yolo` extra" in _message(exc)
-    labels = {key: label for label, key in detect.model_choices(ctx)}
-    assert "install the `yolo` extra" in labels["yolov12s"]
-    assert "install" not in labels["rf-detr-medium"]  # every other model still works
+    from model_loaders.tasks.base import models_for
+    from tabs._picker import picker_note
+
+    ready, not_here = models_for(ctx, "detect", detect.offered)
+    assert "yolov12s" not in {s.key for s in ready}, "it cannot be picked to fail later"
+    assert dict((s.key, why) for s, why in not_here)["yolov12s"] == "install the `yolo` extra"
+    assert "rf-detr-medium" in {s.key for s in ready}  # every other model still works
+    assert "YOLOv12-S (install the `yolo` extra)" in picker_note(ctx, "detect", "rf-detr-medium", detect.offered)
 
 
 # ----- through the served app ---------------------------------------------------------------
@@ -254,7 +260,7 @@ def test_browser_detects_an_example(page: Any, app_url: str, artifacts: Path) ->
         expect(page.locator("#detect-table")).to_contain_text(re.compile(r"[a-z]+\s+0\.\d+\s+\d+(\.\d)?\s"))
     finally:
         page.screenshot(path=str(artifacts / "detect.png"), full_page=True)
-    assert "rf-detr-medium" in page.locator("#detect-info").inner_text()
+    assert "RF-DETR Medium" in page.locator("#detect-info").inner_text()
     page.locator("#detect-chart .js-plotly-plot, #detect-chart .plotly").first.wait_for(timeout=60_000)
     page.locator("#detect-info").get_by_text("tiny random weights").wait_for()
 

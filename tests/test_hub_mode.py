@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import app
-from model_loaders.core.adapters import availability
+from model_loaders.core.availability import availability
 from model_loaders.core.errors import ModelUnavailable
 from model_loaders.core.registry import REGISTRY
 

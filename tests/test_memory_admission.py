@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 import app
-from model_loaders.core import adapters, context
+from model_loaders.core import availability as adapters
+from model_loaders.core import context
 from model_loaders.core.errors import ModelUnavailable
 from model_loaders.core.registry import REGISTRY, get_spec
 from tests.conftest import free_port

@@ -16,8 +16,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model_loaders.core.errors import ModelUnavailable
+from model_loaders.core.errors import InputError
+from model_loaders.core.results import ImageEmbedding
 from model_loaders.families import sam2
+from model_loaders.tasks import segment as seg
+from model_loaders.tasks import segment_session as ss
 from tabs import segment as S
 
 KEY = "sam2.1-hiera-tiny"
@@ -38,16 +41,20 @@ def _image(path: Path, size: tuple[int, int], seed: int = 0, exif_orientation: i
 
 @pytest.fixture()
 def counted_encoder(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Count image-encoder runs (digests) by wrapping sam2.encode_image."""
+    """Count image-encoder runs (digests) by wrapping the SAM 2.1 bundle's encoder."""
     calls: list[str] = []
-    real = sam2.encode_image
+    real = sam2.Sam2Bundle.encode
 
-    def counting(bundle: Any, image: np.ndarray, digest: str = "") -> Any:
+    def counting(self: Any, image: np.ndarray, digest: str) -> Any:
         calls.append(digest)
-        return real(bundle, image, digest)
+        return real(self, image, digest)
 
-    monkeypatch.setattr(sam2, "encode_image", counting)
+    monkeypatch.setattr(sam2.Sam2Bundle, "encode", counting)
     return calls
+
+
+def click(ctx: Any, session: Any, x: float, y: float, box: bool = False, include: bool = True, model: str = KEY) -> Any:
+    return ss.click(ctx, session, x, y, box, include, model)
 
 
 # --- RLE ---------------------------------------------------------------------------------------
@@ -64,25 +71,23 @@ def counted_encoder(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     ],
 )
 def test_rle_round_trip(mask: np.ndarray) -> None:
-    rle = sam2.rle_encode(mask)
+    rle = seg.rle_encode(mask)
     assert rle["size"] == list(mask.shape)
     assert isinstance(rle["counts"], str)
-    back = sam2.rle_decode(json.loads(json.dumps(rle)))
+    back = seg.rle_decode(json.loads(json.dumps(rle)))
     assert back.shape == mask.shape and np.array_equal(back, mask)
-    # the uncompressed form decodes to the same mask and counts cover every pixel
-    counts = sam2.rle_counts(mask)
-    assert sum(counts) == mask.size
-    assert np.array_equal(sam2.rle_decode({"size": rle["size"], "counts": counts}), mask)
 
 
 def test_rle_matches_coco_conventions() -> None:
-    # 35 foreground pixels: counts [0, 35] (runs start with background), "0S1" as pycocotools writes it.
-    assert sam2.rle_counts(np.ones((5, 7), bool)) == [0, 35]
-    assert sam2.rle_encode(np.ones((5, 7), bool))["counts"] == "0S1"
-    # column-major order: a mask whose first column is set starts with a 0-run then the column.
+    # 35 foreground pixels: "0S1" as pycocotools writes it; uncompressed counts [0, 35] decode the same.
+    assert seg.rle_encode(np.ones((5, 7), bool))["counts"] == "0S1"
+    assert seg.rle_decode({"size": [5, 7], "counts": [0, 35]}).all()
+    # column-major order: runs of 0 background, 4 foreground (first column), 8 background.
     m = np.zeros((4, 3), bool)
     m[:, 0] = True
-    assert sam2.rle_counts(m) == [0, 4, 8]
+    assert np.array_equal(seg.rle_decode({"size": [4, 3], "counts": [0, 4, 8]}), m)
+    with pytest.raises(ValueError, match="sum to"):
+        seg.rle_decode({"size": [4, 3], "counts": [0, 4, 7]})
 
 
 # --- session mechanics (handlers called directly) -----------------------------------------------
@@ -91,88 +96,89 @@ def test_rle_matches_coco_conventions() -> None:
 def test_mask_size_is_original_after_exif_rotation_and_downscale(ctx: Any, upload_path: Path) -> None:
     # Stored 2600×1000 with EXIF orientation 6 (rotate 90°): the user sees 1000×2600, working 788×2048.
     path = _image(upload_path / "rotated.jpg", (2600, 1000), exif_orientation=6)
-    session = S.set_image(ctx, S.SegmentSession(), {"path": str(path)})
+    session = ss.set_image(ctx, ss.SegmentSession(), {"path": str(path)})
     img = session.image
     assert img is not None and img.original_size == (1000, 2600)
     assert max(img.size) == 2048
-    S.click(ctx, session, 394, 1024, S.POINT_MODE, S.INCLUDE, KEY)
+    click(ctx, session, 394, 1024)
     assert session.prediction is not None
     assert session.prediction.masks.shape[1:] == (img.size[1], img.size[0])
-    mask_png, cut_png, coco = S.export(ctx, session)
+    mask_png, cut_png, coco = ss.export(ctx, session)
     assert Image.open(mask_png).size == (1000, 2600)
     cut = Image.open(cut_png)
     assert cut.size == (1000, 2600) and cut.mode == "RGBA"
     doc = json.loads(Path(coco).read_text())
     ann = doc["annotations"][0]
     assert ann["segmentation"]["size"] == [2600, 1000]
-    assert sam2.rle_decode(ann["segmentation"]).shape == (2600, 1000)
+    assert seg.rle_decode(ann["segmentation"]).shape == (2600, 1000)
     # the click maps back to original pixels (working / scale)
     (x, y) = ann["prompts"]["points"][0]
     assert math.isclose(x, 394 / img.scale, abs_tol=0.01) and math.isclose(y, 1024 / img.scale, abs_tol=0.01)
     assert math.isclose(y, 1300, abs_tol=1.0)
     # the mask PNG and the JSON agree
-    assert np.array_equal(np.asarray(Image.open(mask_png)) > 0, sam2.rle_decode(ann["segmentation"]))
+    assert np.array_equal(np.asarray(Image.open(mask_png)) > 0, seg.rle_decode(ann["segmentation"]))
 
 
 def test_encoder_runs_once_per_image_and_model(ctx: Any, upload_path: Path, counted_encoder: list[str]) -> None:
     a = _image(upload_path / "a.png", (320, 240), seed=1)
     b = _image(upload_path / "b.png", (300, 200), seed=2)
-    session = S.set_image(ctx, S.SegmentSession(), {"path": str(a)})
-    S.click(ctx, session, 10, 10, S.POINT_MODE, S.INCLUDE, KEY)
-    S.click(ctx, session, 50, 60, S.POINT_MODE, S.EXCLUDE, KEY)
-    S.click(ctx, session, 100, 100, S.POINT_MODE, S.INCLUDE, KEY)
+    session = ss.set_image(ctx, ss.SegmentSession(), {"path": str(a)})
+    click(ctx, session, 10, 10)
+    click(ctx, session, 50, 60, include=False)
+    click(ctx, session, 100, 100)
     assert len(counted_encoder) == 1
-    assert "cached" in session.timing and "Decode" in session.timing and "tiny random weights" in session.timing
-    S.undo(ctx, session, KEY)
-    S.redo(ctx, session, KEY)
+    line = S.step_line(ctx, session)
+    assert "encode: cached" in line and "decode" in line and "tiny random weights" in line
+    ss.undo(ctx, session, KEY)
+    ss.redo(ctx, session, KEY)
     assert len(counted_encoder) == 1
-    S.set_image(ctx, session, {"path": str(b)})
-    S.click(ctx, session, 20, 20, S.POINT_MODE, S.INCLUDE, KEY)
-    S.click(ctx, session, 30, 20, S.POINT_MODE, S.INCLUDE, KEY)
+    ss.set_image(ctx, session, {"path": str(b)})
+    click(ctx, session, 20, 20)
+    click(ctx, session, 30, 20)
     assert len(counted_encoder) == 2 and counted_encoder[0] != counted_encoder[1]
     # another model needs its own embedding of the same image
-    S.click(ctx, session, 40, 20, S.POINT_MODE, S.INCLUDE, "sam2.1-hiera-small")
+    click(ctx, session, 40, 20, model="sam2.1-hiera-small")
     assert len(counted_encoder) == 3
     # a second session never sees the first one's embeddings
-    other = S.set_image(ctx, S.SegmentSession(), {"path": str(b)})
-    S.click(ctx, other, 20, 20, S.POINT_MODE, S.INCLUDE, KEY)
+    other = ss.set_image(ctx, ss.SegmentSession(), {"path": str(b)})
+    click(ctx, other, 20, 20)
     assert len(counted_encoder) == 4
 
 
 def test_undo_redo_clear_restore_prompt_state(ctx: Any, upload_path: Path) -> None:
-    session = S.set_image(ctx, S.SegmentSession(), {"path": str(_image(upload_path / "a.png", (320, 240)))})
-    S.click(ctx, session, 10, 10, S.POINT_MODE, S.INCLUDE, KEY)
-    S.click(ctx, session, 50, 60, S.POINT_MODE, S.EXCLUDE, KEY)
-    S.click(ctx, session, 100, 20, S.BOX_MODE, S.INCLUDE, KEY)  # first corner
-    S.click(ctx, session, 20, 200, S.BOX_MODE, S.INCLUDE, KEY)  # opposite corner
+    session = ss.set_image(ctx, ss.SegmentSession(), {"path": str(_image(upload_path / "a.png", (320, 240)))})
+    click(ctx, session, 10, 10)
+    click(ctx, session, 50, 60, include=False)
+    click(ctx, session, 100, 20, box=True)  # first corner
+    click(ctx, session, 20, 200, box=True)  # opposite corner
     full = session.state.prompts
     assert full.points == ((10, 10), (50, 60)) and full.labels == (1, 0)
     assert full.box == (20, 20, 100, 200) and full.corner is None
-    S.undo(ctx, session, KEY)
+    ss.undo(ctx, session, KEY)
     assert session.state.prompts.box is None and session.state.prompts.corner == (100, 20)
-    S.undo(ctx, session, KEY)
-    S.undo(ctx, session, KEY)
+    ss.undo(ctx, session, KEY)
+    ss.undo(ctx, session, KEY)
     assert session.state.prompts.points == ((10, 10),) and session.prediction is not None
-    S.redo(ctx, session, KEY)
-    S.redo(ctx, session, KEY)
-    S.redo(ctx, session, KEY)
+    ss.redo(ctx, session, KEY)
+    ss.redo(ctx, session, KEY)
+    ss.redo(ctx, session, KEY)
     assert session.state.prompts == full
-    with pytest.raises(S.InputError, match="Nothing to redo"):
-        S.redo(ctx, session, KEY)
-    S.clear(session)
+    with pytest.raises(InputError, match="Nothing to redo"):
+        ss.redo(ctx, session, KEY)
+    ss.clear(session)
     assert not session.state.prompts.ready and session.prediction is None
-    S.undo(ctx, session, KEY)
+    ss.undo(ctx, session, KEY)
     assert session.state.prompts == full and session.prediction is not None
     # a new click after undo drops the redo branch
-    S.undo(ctx, session, KEY)
-    S.click(ctx, session, 5, 5, S.POINT_MODE, S.INCLUDE, KEY)
-    with pytest.raises(S.InputError, match="Nothing to redo"):
-        S.redo(ctx, session, KEY)
+    ss.undo(ctx, session, KEY)
+    click(ctx, session, 5, 5)
+    with pytest.raises(InputError, match="Nothing to redo"):
+        ss.redo(ctx, session, KEY)
 
 
 def test_candidates_picker_and_new_object(ctx: Any, upload_path: Path) -> None:
-    session = S.set_image(ctx, S.SegmentSession(), {"path": str(_image(upload_path / "a.png", (320, 240)))})
-    S.click(ctx, session, 100, 100, S.POINT_MODE, S.INCLUDE, KEY)
+    session = ss.set_image(ctx, ss.SegmentSession(), {"path": str(_image(upload_path / "a.png", (320, 240)))})
+    click(ctx, session, 100, 100)
     pred = session.prediction
     assert pred is not None and pred.masks.shape == (3, 240, 320) and pred.scores.shape == (3,)
     assert session.selected == int(np.argmax(pred.scores))
@@ -181,12 +187,12 @@ def test_candidates_picker_and_new_object(ctx: Any, upload_path: Path) -> None:
     assert len(gallery) == 3 and all("IoU" in caption for _, caption in gallery)
     assert picker["value"] == pred.best and len(picker["choices"]) == 3
     session.choice = (pred.best + 1) % 3
-    S.new_object(session)
+    ss.new_object(session)
     assert len(session.state.objects) == 1 and not session.state.prompts.ready
     assert np.array_equal(session.state.objects[0].mask, pred.masks[(pred.best + 1) % 3])
-    S.click(ctx, session, 10, 10, S.BOX_MODE, S.INCLUDE, KEY)
-    S.click(ctx, session, 60, 80, S.BOX_MODE, S.INCLUDE, KEY)
-    _, _, coco = S.export(ctx, session)
+    click(ctx, session, 10, 10, box=True)
+    click(ctx, session, 60, 80, box=True)
+    _, _, coco = ss.export(ctx, session)
     anns = json.loads(Path(coco).read_text())["annotations"]
     assert [a["prompts"]["points"] for a in anns] == [[[100.0, 100.0]], []]
     assert anns[1]["prompts"]["box"] == [10.0, 10.0, 60.0, 80.0]
@@ -195,37 +201,41 @@ def test_candidates_picker_and_new_object(ctx: Any, upload_path: Path) -> None:
     assert canvas.shape == (240, 320, 3) and cut.shape == (240, 320, 4)
     union = session.state.objects[0].mask | session.prediction.masks[session.selected]
     assert np.array_equal(cut[..., 3] > 0, union)
-    S.undo(ctx, session, KEY)
-    S.undo(ctx, session, KEY)
-    S.undo(ctx, session, KEY)  # back before "New object"
+    ss.undo(ctx, session, KEY)
+    ss.undo(ctx, session, KEY)
+    ss.undo(ctx, session, KEY)  # back before "New object"
     assert session.state.objects == () and session.state.prompts.points == ((100, 100),)
 
 
 def test_session_bad_clicks(ctx: Any, upload_path: Path) -> None:
-    empty = S.SegmentSession()
-    with pytest.raises(S.InputError, match="image first"):
-        S.click(ctx, empty, 10, 10, S.POINT_MODE, S.INCLUDE, KEY)
-    session = S.set_image(ctx, S.SegmentSession(), {"path": str(_image(upload_path / "a.png", (320, 240)))})
-    with pytest.raises(S.InputError, match="outside the image"):
-        S.click(ctx, session, 400, 10, S.POINT_MODE, S.INCLUDE, KEY)
-    S.click(ctx, session, 10, 10, S.BOX_MODE, S.INCLUDE, KEY)
-    with pytest.raises(S.InputError, match="zero area"):
-        S.click(ctx, session, 10, 90, S.BOX_MODE, S.INCLUDE, KEY)
-    with pytest.raises(ModelUnavailable):
-        S.click(ctx, session, 10, 10, S.POINT_MODE, S.INCLUDE, "no-such-model")
+    empty = ss.SegmentSession()
+    with pytest.raises(InputError, match="image first"):
+        click(ctx, empty, 10, 10)
+    session = ss.set_image(ctx, ss.SegmentSession(), {"path": str(_image(upload_path / "a.png", (320, 240)))})
+    with pytest.raises(InputError, match="outside the image"):
+        click(ctx, session, 400, 10)
+    click(ctx, session, 10, 10, box=True)
+    with pytest.raises(InputError, match="zero area"):
+        click(ctx, session, 10, 90, box=True)
+    with pytest.raises(InputError, match="Unknown model"):
+        click(ctx, session, 10, 10, model="no-such-model")
+    with pytest.raises(InputError, match="cannot segment"):
+        click(ctx, session, 10, 10, model="depth-anything-v2-small")
     assert session.state.prompts.points == ()  # failed clicks changed nothing
-    for i in range(sam2.MAX_POINTS):
-        S.click(ctx, session, i, i, S.POINT_MODE, S.INCLUDE, KEY)
-    with pytest.raises(S.InputError, match="Too many points"):
-        S.click(ctx, session, 1, 2, S.POINT_MODE, S.INCLUDE, KEY)
+    for i in range(seg.MAX_POINTS):
+        click(ctx, session, i, i)
+    with pytest.raises(InputError, match="Too many points"):
+        click(ctx, session, 1, 2)
 
 
 def test_embedding_cache_is_bounded() -> None:
     import torch
 
-    cache = sam2.EmbeddingCache(max_items=2, max_bytes=10 * 2**20)
+    cache = seg.EmbeddingCache(max_items=2, max_bytes=10 * 2**20)
+
     def mk(d, n):
-        return sam2.ImageEmbedding(KEY, d, [torch.zeros(n)], (1, 1))
+        return ImageEmbedding(KEY, d, [torch.zeros(n)], (1, 1))
+
     cache.put(mk("a", 10))
     cache.put(mk("b", 10))
     cache.put(mk("c", 10))
@@ -252,7 +262,7 @@ def test_api_segment_returns_masks_at_original_size(client: Any, upload_path: Pa
     assert result["width"] == 400 and result["height"] == 300
     assert len(result["masks"]) == 3 and len(result["scores"]) == 3
     assert result["best"] == int(np.argmax(result["scores"]))
-    assert sam2.rle_decode(result["masks"][0]).shape == (300, 400)
+    assert seg.rle_decode(result["masks"][0]).shape == (300, 400)
     assert "random weights" in result["weights_warning"]
     assert Image.open(overlay).size == (400, 300)
     info = client.view_api(print_info=False, return_format="dict")
@@ -360,8 +370,8 @@ def test_browser_click_shows_overlay_and_score(page: Any, app_url: str, artifact
     assert box is not None and box["width"] > 50
     page.mouse.click(box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.4)
     timing = page.locator("#segment-timing")
-    timing.get_by_text("Decode").wait_for()
-    assert "sam2.1-hiera-tiny" in timing.inner_text() and "random weights" in timing.inner_text()
+    timing.get_by_text("decode").wait_for()
+    assert "SAM 2.1 Hiera Tiny" in timing.inner_text() and "random weights" in timing.inner_text()
     page.locator("#segment-candidates").get_by_text("IoU").first.wait_for()
     page.locator("#segment-picker").get_by_text("IoU").first.wait_for()
     summary = page.locator("#segment-summary").inner_text()

@@ -1,6 +1,6 @@
 """Offline builds of SmolVLM, Qwen3-VL and Llama 3.2 Vision (``tiny`` and ``random`` weights).
 
-Tiny models stream through the same function the Ask tab uses (``tabs.ask.run_ask``). Random
+Tiny models stream through the task layer the Ask tab uses. Random
 weights generate junk, so the tests check mechanics (streaming, the image reaching the model,
 neutralised special tokens) and that ``random`` configs are the registered real size.
 """
@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from model_loaders.core.adapters import LoadSettings, availability
+from model_loaders.core.availability import LoadSettings, availability
 from model_loaders.core.registry import get_spec
 from tabs._examples import example_paths
-from tabs.ask import run_ask
+from tests.asking import family_module, run_ask
+from tests.asking import prompt_inputs as _inputs
 
 CAT = example_paths()[0]
 NEW_FAMILIES = {
@@ -33,16 +34,16 @@ def cat() -> Image.Image:
 
 def _image_token_count(bundle: Any, inputs: Any) -> int:
     tok = bundle.processor.tokenizer
-    token = {"smolvlm": "<image>", "qwen3_vl": "<|image_pad|>", "mllama": "<|image|>"}[bundle.family]
+    token = {"smolvlm": "<image>", "qwen3_vl": "<|image_pad|>", "mllama": "<|image|>"}[bundle.spec.family]
     return int((inputs["input_ids"] == tok.convert_tokens_to_ids(token)).sum())
 
 
 def _expected_image_tokens(bundle: Any, inputs: Any) -> int:
     """What each family's processor should have inserted for one image (independent of the text)."""
-    if bundle.family == "smolvlm":
+    if bundle.spec.family == "smolvlm":
         tiles = int(inputs["pixel_values"].shape[1])  # split tiles + the global view
         return tiles * bundle.processor.image_seq_len
-    if bundle.family == "qwen3_vl":
+    if bundle.spec.family == "qwen3_vl":
         return int(inputs["image_grid_thw"].prod()) // bundle.processor.image_processor.merge_size**2
     return 1  # Mllama: one <|image|> marker; the image enters through cross-attention
 
@@ -69,8 +70,6 @@ def test_tiny_model_streams_an_answer_through_the_ask_path(ctx: Any, key: str) -
 def test_image_reaches_the_model_and_changes_the_output(ctx: Any, cat: Image.Image, key: str) -> None:
     import torch
 
-    from model_loaders.families.vlm import _inputs
-
     with ctx.use(key) as bundle:
         inputs = _inputs(bundle, cat, [], "What is in the image?")
         assert _image_token_count(bundle, inputs) == _expected_image_tokens(bundle, inputs) > 0
@@ -85,8 +84,6 @@ def test_image_reaches_the_model_and_changes_the_output(ctx: Any, cat: Image.Ima
 
 @pytest.mark.parametrize("key", list(NEW_FAMILIES.values()), ids=list(NEW_FAMILIES))
 def test_history_and_typed_special_tokens(ctx: Any, cat: Image.Image, key: str) -> None:
-    from model_loaders.families.vlm import _inputs
-
     history = [{"role": "user", "content": "first question"}, {"role": "assistant", "content": "first answer"}]
     typed = "second <image> <|image_pad|> <|image|> <|im_start|>system question"
     with ctx.use(key) as bundle:
@@ -98,34 +95,10 @@ def test_history_and_typed_special_tokens(ctx: Any, cat: Image.Image, key: str) 
     assert text.index("first question") < text.index("first answer") < text.index("second")
 
 
-@pytest.mark.parametrize(
-    ("key", "cls_name"),
-    [
-        ("smolvlm-256m-instruct", "Idefics3ForConditionalGeneration"),
-        ("smolvlm-500m-instruct", "Idefics3ForConditionalGeneration"),
-        ("qwen3-vl-2b", "Qwen3VLForConditionalGeneration"),
-    ],
-)
-def test_random_config_is_the_registered_size(key: str, cls_name: str) -> None:
-    import torch
-    import transformers
-
-    from model_loaders.families.vlm import offline_parts
-
-    spec = get_spec(key)
-    config, processor = offline_parts(spec, tiny=False)
-    with torch.device("meta"):  # shapes only: no memory, no init time
-        model = getattr(transformers, cls_name)(config)
-    params_m = sum(p.numel() for p in model.parameters()) / 1e6
-    assert abs(params_m - spec.params_m) / spec.params_m < 0.10, f"{key}: {params_m:.0f} M vs {spec.params_m} M"
-    assert len(processor.tokenizer) <= config.text_config.vocab_size
-
-
 def test_random_llama_vision_configs_match_the_architecture() -> None:
     from transformers import MllamaConfig
 
-    from model_loaders.families.vlm import offline_parts
-
+    offline_parts = family_module(get_spec("llama-3.2-11b-vision-instruct")).offline_parts
     reference = MllamaConfig()  # transformers' defaults describe Llama 3.2 11B Vision
     config, processor = offline_parts(get_spec("llama-3.2-11b-vision-instruct"), tiny=False)
     for field in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
@@ -148,12 +121,12 @@ def test_offline_build_needs_no_hub(monkeypatch: pytest.MonkeyPatch) -> None:
     """Loading in tiny mode never calls ``from_pretrained`` (there is no Hub here)."""
     import transformers
 
-    from model_loaders.families import vlm
+    from model_loaders.families import smolvlm
 
     def boom(*_a: Any, **_k: Any) -> None:
         raise AssertionError("from_pretrained called in tiny mode")
 
     monkeypatch.setattr(transformers.AutoProcessor, "from_pretrained", boom)
     monkeypatch.setattr(transformers.Idefics3ForConditionalGeneration, "from_pretrained", boom)
-    bundle = vlm.load(get_spec("smolvlm-500m-instruct"), LoadSettings("tiny", "cpu"))
-    assert bundle.family == "smolvlm" and bundle.vocab_limit == len(bundle.processor.tokenizer)
+    bundle = smolvlm.load(get_spec("smolvlm-500m-instruct"), LoadSettings("tiny", "cpu"))
+    assert bundle.spec.family == "smolvlm" and bundle.vocab_limit == len(bundle.processor.tokenizer)

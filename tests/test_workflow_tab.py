@@ -72,9 +72,10 @@ def test_an_edit_makes_a_row_valid_and_exports_round_trip(ctx, books_run, upload
 def test_rerun_one_crop_replaces_only_that_row(ctx, books_run):
     r = workflow.WorkflowRun(**{**books_run.__dict__, "rows": list(books_run.rows)})
     before = list(r.rows)
-    workflow.rerun_row(ctx, r, 0, max_new_tokens=4)
-    assert r.rows[0] is not before[0] and r.rows[0].index == 0 and r.rows[0].raw
-    assert r.rows[1:] == before[1:]
+    again = workflow.rerun_row(ctx, r, 0, max_new_tokens=4)
+    assert again.rows[0] is not before[0] and again.rows[0].index == 0 and again.rows[0].raw
+    assert again.rows[1:] == before[1:]
+    assert r.rows == before, "the earlier run is left as it was (a new run is returned)"
     with pytest.raises(InputError, match="no row #999"):
         workflow.rerun_row(ctx, r, 999)
 
@@ -105,7 +106,7 @@ def test_no_detections_gives_an_empty_table_and_a_note_without_loading_the_vlm(c
         ({"detector": "no-such-model"}, "Unknown model"),
         ({"padding": float("nan")}, "finite"),
         ({"padding": 10_000}, "between"),
-        ({"image": None}, "upload an image"),
+        ({"image": None}, "Upload an image"),
         ({"classes": "x" * 600}, "too long"),
     ],
 )

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from model_loaders.core.adapters import Availability, LoadSettings, availability, family_module
+from model_loaders.core.availability import Availability, LoadSettings, availability, family_module
 from model_loaders.core.cache import ModelCache, Need, gb
 from model_loaders.core.errors import ModelUnavailable
 from model_loaders.core.outputs import OutputSpace

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 
-from model_loaders.core.adapters import hf_token
 from model_loaders.core.errors import ModelUnavailable
 from model_loaders.core.specs import ModelSpec
 
 log = logging.getLogger(__name__)
+
+
+def hf_token() -> str | None:
+    """The Hugging Face token from the environment, if any (never logged or shown)."""
+    return os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN") or None
 
 
 def pretrained_kwargs(spec: ModelSpec) -> dict[str, object]:

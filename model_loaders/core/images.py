@@ -81,6 +81,17 @@ class DecodedImage:
         """The working image as PIL (no metadata)."""
         return Image.fromarray(self.array)
 
+    @classmethod
+    def of_array(cls, array: np.ndarray) -> DecodedImage:
+        """An image the app made itself (a crop, a frame): no upload checks, no downscaling."""
+        rgb = np.ascontiguousarray(array, dtype=np.uint8)
+        return cls(rgb, (int(rgb.shape[1]), int(rgb.shape[0])), 1.0, (), _digest(rgb))
+
+
+def _digest(array: np.ndarray) -> str:
+    # Content hash of the pixels and their shape: the cache key of embeddings and chat history.
+    return hashlib.blake2b(array.tobytes(), digest_size=16, person=str(array.shape).encode()[:16]).hexdigest()
+
 
 def _read_bytes(source: Any, gate: UploadGate | None) -> tuple[bytes, str]:
     """Return (content, display name) from raw bytes, or from a file a request names (gated)."""
@@ -217,7 +228,7 @@ def decode_image(
         # Keep the exact ratio actually applied so mapping back is exact along the long side.
         scale = new_size[0] / ow if ow >= oh else new_size[1] / oh
         notes.append(f"downscaled from {ow}×{oh} to {new_size[0]}×{new_size[1]} for processing")
-    digest = hashlib.blake2b(working.tobytes(), digest_size=16, person=str(working.shape).encode()[:16]).hexdigest()
+    digest = _digest(working)
     return DecodedImage(
         array=working,
         original_size=(ow, oh),

@@ -1,16 +1,67 @@
-"""The registry: one frozen `ModelSpec` per model, the single source of truth.
+"""The registry: one frozen `ModelSpec` per model and one `Family` per model family.
 
-The Models tab, the pickers, the README table and the tests are all generated from
-``REGISTRY``. Add a model by adding one entry here (and, for a new family, one adapter).
+The single source of truth: the Models tab, the pickers, the README table, the loaders and
+the tests are all generated from ``REGISTRY`` and ``FAMILIES``. Add a model by adding one
+entry here; add a family with one adapter module in ``model_loaders/families/`` plus its
+``Family`` entry (which module runs it, and what its models can do by default).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 from model_loaders.core.errors import ModelUnavailable
-from model_loaders.core.specs import ModelSpec, Task
+from model_loaders.core.specs import ModelSpec, Task, Thresholds
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model family: the adapter that runs it and the capabilities its models share.
+
+    Attributes:
+        module: the adapter module (``None``: registered for its licence, never run here).
+        caps: default capability fields of its specs (prompts, open_vocabulary, thresholds,
+            grounding, depth_kind); a spec may override any of them.
+        not_run: (short status, reason) for a family that is never run here.
+    """
+
+    module: str | None
+    caps: Mapping[str, Any] = field(default_factory=dict)
+    not_run: tuple[str, str] | None = None
+
+
+_FAMILIES = "model_loaders.families."
+# Thresholds of real-time closed-set detectors (the Detect tab's and Ultralytics' defaults).
+CLOSED_SET = Thresholds(confidence=0.25, iou=0.7)
+
+FAMILIES: Mapping[str, Family] = MappingProxyType({
+    "sam2": Family(_FAMILIES + "sam2", {"prompts": ("points", "box")}),
+    "depth_anything": Family(_FAMILIES + "depth_anything", {"depth_kind": "relative_inverse"}),
+    "hf_detector": Family(_FAMILIES + "detectors", {"thresholds": CLOSED_SET}),
+    # OWLv2 scores run low (the authors' demo shows boxes above 0.1) and it repeats boxes: stricter NMS.
+    "zero_shot_detector": Family(_FAMILIES + "detectors", {"prompts": ("classes",), "open_vocabulary": True,
+                                                            "thresholds": Thresholds(0.1, 0.3)}),
+    "yolo": Family(_FAMILIES + "yolo", {"thresholds": CLOSED_SET}),
+    "florence2": Family(_FAMILIES + "florence2", {"prompts": ("task", "region", "classes"),
+                                                  "open_vocabulary": True, "grounding": "florence_loc"}),
+    "qwen2_5_vl": Family(_FAMILIES + "qwen_vl", {"prompts": ("question", "classes"), "open_vocabulary": True,
+                                              "grounding": "qwen2_5_abs"}),
+    "qwen3_vl": Family(_FAMILIES + "qwen_vl", {"prompts": ("question", "classes"), "open_vocabulary": True,
+                                            "grounding": "qwen3_rel1000"}),
+    "paligemma": Family(_FAMILIES + "paligemma", {"prompts": ("question", "classes"), "open_vocabulary": True,
+                                             "grounding": "paligemma_loc"}),
+    "mllama": Family(_FAMILIES + "mllama", {"prompts": ("question",)}),
+    "smolvlm": Family(_FAMILIES + "smolvlm", {"prompts": ("question",)}),
+    "gemini": Family(_FAMILIES + "gemini", {"prompts": ("question", "classes"), "open_vocabulary": True,
+                                            "grounding": "gemini_yx1000"}),
+    "cogvlm": Family(None, {"prompts": ("question",)}, not_run=(
+        "needs remote code", "runs only with its own code from the Hub, which this app never executes.")),
+    "rfdetr_plus": Family(None, {"thresholds": CLOSED_SET}, not_run=(
+        "not run here", "ships only in Roboflow's rfdetr-plus package under its Platform Model License.")),
+})  # fmt: skip
 
 # Licence texts, named once.
 APACHE = ("Apache-2.0", "https://www.apache.org/licenses/LICENSE-2.0")
@@ -50,7 +101,8 @@ GATED_NOTE = "Accept the terms on the model card and set HF_TOKEN."
 
 
 def _spec(licence: tuple[str, str], **kw: object) -> ModelSpec:
-    return ModelSpec(licence=licence[0], licence_url=licence[1], **kw)  # type: ignore[arg-type]
+    caps = dict(FAMILIES[str(kw["family"])].caps)  # KeyError: a spec of an unregistered family
+    return ModelSpec(licence=licence[0], licence_url=licence[1], **{**caps, **kw})  # type: ignore[arg-type]
 
 
 _SPECS: list[ModelSpec] = [
@@ -68,6 +120,7 @@ _SPECS: list[ModelSpec] = [
             commercial="yes",
             paper=SAM2_PAPER,
             cuda_dtype="float32",
+            variant=size,
         )
         for size, label, params, sha in (
             ("tiny", "Tiny", 38.9, "de431c4043854a71d8101e17995dfe596bf101a5"),
@@ -92,6 +145,7 @@ _SPECS: list[ModelSpec] = [
             paper=DAV2_PAPER,
             cuda_dtype="float16",
             notes="Relative inverse depth (disparity): larger is nearer, unitless.",
+            variant=size.lower(),
         )
         for size, params, lic, commercial, note, sha in (
             ("Small", 24.8, APACHE, "yes", "", "5426e4f0f36572d16453bbda7a8389317b1bef99"),
@@ -113,6 +167,9 @@ _SPECS: list[ModelSpec] = [
             paper=DAV2_PAPER,
             cuda_dtype="float16",
             notes=f"Metric depth in metres ({scene.lower()} scenes, max {depth_max} m).",
+            variant="small",
+            depth_kind="metric",
+            max_depth_m=float(depth_max),
         )
         for scene, depth_max, sha in (
             ("Indoor", 20, "8078d68a9c75a972131914f6afd0c1723be0da7f"),
@@ -133,6 +190,7 @@ _SPECS: list[ModelSpec] = [
             commercial="yes",
             paper=RFDETR_PAPER,
             cuda_dtype="float32",
+            variant=f"rf_detr:{size}",
         )
         for size, params, sha in (
             ("nano", 30.5, "9f201577d9415f0378084748d27e68586e6b3600"),
@@ -154,6 +212,7 @@ _SPECS: list[ModelSpec] = [
             commercial="conditions",
             commercial_note="Roboflow Platform Model License: commercial use needs a Roboflow plan.",
             paper=RFDETR_PAPER,
+            variant=f"rf_detr:{size}",
         )
         for size, label, params in (("xlarge", "XLarge", 126.4), ("2xlarge", "2XLarge", 126.9))
     ],
@@ -171,15 +230,17 @@ _SPECS: list[ModelSpec] = [
             commercial="yes",
             paper=paper,
             cuda_dtype="float32",
+            variant=variant,
         )
-        for key, name, ckpt, sha, params, paper in (
+        for key, name, ckpt, sha, params, paper, variant in (
             (
                 "d-fine-nano",
                 "D-FINE Nano",
                 "ustc-community/dfine-nano-coco",
                 "066438d3d8f0da137a37b38fdf3368fd4afceced",
-                4.0,
+                3.8,
                 "https://arxiv.org/abs/2410.13842",
+                "d_fine:n",
             ),
             (
                 "d-fine-small",
@@ -188,6 +249,7 @@ _SPECS: list[ModelSpec] = [
                 "f79e65b5fbb33ceb9d3ebba042955d7410c608f8",
                 10.3,
                 "https://arxiv.org/abs/2410.13842",
+                "d_fine:s",
             ),
             (
                 "d-fine-xlarge",
@@ -196,6 +258,7 @@ _SPECS: list[ModelSpec] = [
                 "ea4f6be7350bbe3c199ec6febc74168346cb5a68",
                 62.0,
                 "https://arxiv.org/abs/2410.13842",
+                "d_fine:x",
             ),
             (
                 "rt-detrv2-r18",
@@ -204,6 +267,7 @@ _SPECS: list[ModelSpec] = [
                 "5650961749fa93567c0d46fc7f43ea4f9e914107",
                 20.0,
                 "https://arxiv.org/abs/2407.17140",
+                "rt_detr_v2:r18",
             ),
             (
                 "rt-detrv2-r50",
@@ -212,6 +276,7 @@ _SPECS: list[ModelSpec] = [
                 "282494075698cab9faa1096ae26856890030c817",
                 43.0,
                 "https://arxiv.org/abs/2407.17140",
+                "rt_detr_v2:r50",
             ),
         )
     ],
@@ -230,8 +295,10 @@ _SPECS: list[ModelSpec] = [
             paper=paper,
             cuda_dtype="float32",
             notes="Open vocabulary: type the classes to find.",
+            variant=variant,
+            **({"thresholds": Thresholds(0.35, 0.7)} if variant.startswith("grounding_dino") else {}),
         )
-        for key, name, ckpt, sha, params, paper in (
+        for key, name, ckpt, sha, params, paper, variant in (
             (
                 "owlv2-base",
                 "OWLv2 Base (ensemble)",
@@ -239,6 +306,7 @@ _SPECS: list[ModelSpec] = [
                 "cfd3195ba4ea9592eec887ded089f4c08eff231d",
                 155.0,
                 "https://arxiv.org/abs/2306.09683",
+                "owlv2:base",
             ),
             (
                 "grounding-dino-tiny",
@@ -247,6 +315,7 @@ _SPECS: list[ModelSpec] = [
                 "a2bb814dd30d776dcf7e30523b00659f4f141c71",
                 172.0,
                 "https://arxiv.org/abs/2303.05499",
+                "grounding_dino:tiny",
             ),
             (
                 "grounding-dino-base",
@@ -255,6 +324,7 @@ _SPECS: list[ModelSpec] = [
                 "12bdfa3120f3e7ec7b434d90674b3396eccf88eb",
                 233.0,
                 "https://arxiv.org/abs/2303.05499",
+                "grounding_dino:base",
             ),
         )
     ],
@@ -277,6 +347,7 @@ _SPECS: list[ModelSpec] = [
             extra="yolo",
             extra_module="ultralytics",
             cuda_dtype="float32",
+            variant=size,
         )
         for size, params in (("n", 2.6), ("s", 9.3), ("m", 20.2), ("l", 26.4), ("x", 59.1))
     ],
@@ -294,6 +365,7 @@ _SPECS: list[ModelSpec] = [
             commercial="yes",
             paper=FLORENCE2_PAPER,
             cuda_dtype="float16",
+            variant=size.lower(),
         )
         for size, params, sha in (
             ("Base", 230.0, "00921df66db728a9ceb750f5eca43e5c203a2051"),
@@ -313,6 +385,7 @@ _SPECS: list[ModelSpec] = [
             commercial=commercial,
             commercial_note=note,
             paper=QWEN25VL_PAPER,
+            variant=size.lower(),
         )
         for size, params, lic, commercial, note, sha in (
             (
@@ -350,6 +423,7 @@ _SPECS: list[ModelSpec] = [
             gated=True,
             paper=PALIGEMMA2_PAPER,
             notes=GATED_NOTE,
+            variant=size.lower(),
         )
         for size, params, sha in (
             ("3B", 3030.0, "1406c92ec87d32cc6b983239278901b904ba7a51"),
@@ -373,6 +447,7 @@ _SPECS: list[ModelSpec] = [
             gated=True,
             paper=LLAMA3_PAPER,
             notes=GATED_NOTE,
+            variant=size.lower(),
         )
         for size, params, sha in (
             ("11B", 10670.0, "9eb2daaa8597bf192a8b0e73f848f3a102794df5"),
@@ -391,6 +466,7 @@ _SPECS: list[ModelSpec] = [
         params_m=256.0,
         commercial="yes",
         paper="https://arxiv.org/abs/2504.05299",
+        variant="256m",
     ),
     _spec(
         APACHE,
@@ -403,6 +479,7 @@ _SPECS: list[ModelSpec] = [
         params_m=507.0,
         commercial="yes",
         paper="https://arxiv.org/abs/2504.05299",
+        variant="500m",
     ),
     _spec(
         APACHE,
@@ -415,6 +492,7 @@ _SPECS: list[ModelSpec] = [
         params_m=2130.0,
         commercial="yes",
         paper="https://arxiv.org/abs/2511.21631",
+        variant="2b",
     ),
     *[
         _spec(
@@ -433,6 +511,7 @@ _SPECS: list[ModelSpec] = [
             extra_module="google.genai",
             env_key="GEMINI_API_KEY",
             notes=f"API model id gemini-2.5-{variant}; runs on Google's servers.",
+            variant=f"gemini-2.5-{variant}",
         )
         for variant, label in (("pro", "Pro"), ("flash", "Flash"), ("flash-lite", "Flash-Lite"))
     ],
@@ -487,6 +566,11 @@ DEFAULTS: dict[Task, str] = {
     "detect": "rf-detr-medium",
     "ask": "florence-2-base",
 }
+
+
+# The Workflow's first models: an open-vocabulary detector and an Apache-2.0 VLM that answers in
+# JSON and is small enough for a CPU.
+WORKFLOW_DEFAULTS: dict[Task, str] = {"detect": "owlv2-base", "ask": "qwen3-vl-2b"}
 
 
 def get_spec(key: str) -> ModelSpec:

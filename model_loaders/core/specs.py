@@ -1,4 +1,10 @@
-"""`ModelSpec`: everything the UI shows and the loader needs about one model."""
+"""`ModelSpec`: everything the UI shows, the loader needs and the tabs may do with one model.
+
+Capabilities live here, not in side tables: the architecture variant a family builds for
+``random``/``tiny`` weights, the prompt kinds a model accepts, whether it is open-vocabulary,
+what its depth values mean, its default detection thresholds and how a VLM writes boxes. Tabs
+read these to decide what to show; they never test family names or registry keys.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,16 @@ from typing import Literal
 Task = Literal["segment", "depth", "detect", "ask"]
 Commercial = Literal["yes", "no", "conditions"]
 WeightsMode = Literal["hub", "random", "tiny"]
+# What a user can prompt a model with: clicks, a box, class names to find, a free question, a
+# fixed task menu (Florence-2's task tokens), a region of the image.
+PromptKind = Literal["points", "box", "classes", "question", "task", "region"]
+# How a VLM writes boxes in its answers (each needs its own parser and coordinate system).
+GroundingFormat = Literal["florence_loc", "qwen2_5_abs", "qwen3_rel1000", "paligemma_loc", "gemini_yx1000"]
+DepthKind = Literal["relative_inverse", "metric"]
+
+PROMPT_KINDS: tuple[PromptKind, ...] = ("points", "box", "classes", "question", "task", "region")
+# What each task gives back (the typed results of DESIGN.md).
+OUTPUT_OF_TASK: dict[str, str] = {"segment": "masks", "depth": "depth map", "detect": "boxes", "ask": "text"}
 
 TASKS: tuple[Task, ...] = ("segment", "depth", "detect", "ask")
 WEIGHTS_MODES: tuple[WeightsMode, ...] = ("hub", "random", "tiny")
@@ -26,13 +42,26 @@ _WORKING: dict[str, tuple[int, float]] = {
 
 
 @dataclass(frozen=True)
+class Thresholds:
+    """Default filtering of a detector's scored boxes; the same everywhere the model runs.
+
+    Attributes:
+        confidence: boxes scoring below are hidden.
+        iou: per-class non-maximum suppression overlap.
+    """
+
+    confidence: float = 0.25
+    iou: float = 0.7
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """One model: identity, licence, and how to load it.
 
     Attributes:
         key: unique registry key, used in the UI, the API and the cache.
         name: human-readable name.
-        family: adapter family; ``model_loaders.core.adapters.FAMILY_MODULES`` maps it to code.
+        family: its family in the registry's ``FAMILIES`` (the adapter module that runs it).
         tasks: what the model can do here; the first is its home tab.
         checkpoint: Hugging Face repo id (or the upstream weights name for non-Hub families);
             ``None`` for API-only models.
@@ -53,6 +82,15 @@ class ModelSpec:
         cuda_dtype: dtype used on CUDA (CPU always uses float32).
         revision_note: why the revision is not a commit sha, if it is not.
         notes: anything else a user should know (one line).
+        variant: the architecture variant its family builds for ``random``/``tiny`` weights
+            (the family's own size names, e.g. ``base-plus``, ``3b``); unknown variants are
+            errors in the family, never a silent fallback.
+        prompts: what a user can prompt it with (see ``PromptKind``).
+        open_vocabulary: it is told what to find in words (vs a fixed set of classes).
+        depth_kind: for depth models, what the values mean.
+        max_depth_m: for metric depth models, the head's range in metres.
+        thresholds: default detection thresholds for models that score their boxes.
+        grounding: how a VLM writes boxes in its answers (``None``: it does not).
     """
 
     key: str
@@ -76,6 +114,13 @@ class ModelSpec:
     revision_note: str = ""
     notes: str = ""
     aliases: tuple[str, ...] = field(default=())
+    variant: str = ""
+    prompts: tuple[PromptKind, ...] = ()
+    open_vocabulary: bool = False
+    depth_kind: DepthKind | None = None
+    max_depth_m: float | None = None
+    thresholds: Thresholds | None = None
+    grounding: GroundingFormat | None = None
 
     def __post_init__(self) -> None:
         if not self.tasks or any(t not in TASKS for t in self.tasks):
@@ -86,6 +131,32 @@ class ModelSpec:
             raise ValueError(f"{self.key}: revision must be a 40-hex commit sha")
         if self.cuda_dtype not in _BYTES_PER_PARAM:
             raise ValueError(f"{self.key}: unknown dtype {self.cuda_dtype}")
+        if any(p not in PROMPT_KINDS for p in self.prompts):
+            raise ValueError(f"{self.key}: prompts must be among {PROMPT_KINDS}")
+        if "depth" in self.tasks and self.depth_kind is None:
+            raise ValueError(f"{self.key}: a depth model must say what its values mean (depth_kind)")
+        if self.depth_kind == "metric" and not self.max_depth_m:
+            raise ValueError(f"{self.key}: a metric depth model needs max_depth_m")
+        if "detect" in self.tasks and self.thresholds is None and self.grounding is None:
+            raise ValueError(f"{self.key}: a detector needs default thresholds, a VLM a grounding format")
+        if "segment" in self.tasks and "points" not in self.prompts:
+            raise ValueError(f"{self.key}: a segmenter takes points")
+        if "ask" in self.tasks and not {"question", "task"} & set(self.prompts):
+            raise ValueError(f"{self.key}: a VLM takes a question or a task")
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """What it gives back, per task (masks, depth map, boxes, text)."""
+        return tuple(OUTPUT_OF_TASK[t] for t in self.tasks)
+
+    @property
+    def scores_boxes(self) -> bool:
+        """True for detectors whose boxes carry a confidence (VLM boxes have none)."""
+        return self.thresholds is not None
+
+    def accepts(self, prompt: PromptKind) -> bool:
+        """True when a user can prompt this model with ``prompt``."""
+        return prompt in self.prompts
 
     @property
     def task(self) -> Task:

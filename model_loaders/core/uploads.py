@@ -1,7 +1,7 @@
 """The one gate for every file a request names (images now, videos next).
 
 Events run with ``preprocess=False``, and Gradio only checks payloads that carry its
-``gradio.FileData`` marker, so a hand-made request can name any path on the server. Every such
+file-data marker, so a hand-made request can name any path on the server. Every such
 path passes this gate before a byte is read:
 
 - it must resolve (symlinks followed, ``..`` removed) to a file inside one of the gate's roots:

@@ -7,8 +7,10 @@ One code path for every weights mode; only where the weights come from differs:
   their DPT heads, metric heads with ``max_depth`` 20 m indoor / 80 m outdoor), random weights;
 - ``tiny``: the same classes shrunk to a few narrow layers, for fast tests.
 
-`estimate_depth` returns the float32 map at the input image's size as a `DepthResult`.
-No Gradio here.
+The bundle implements the ``DepthEstimator`` protocol: ``estimate`` returns the float32 map at
+the input image's size as a `DepthResult`. The architecture comes from the spec's ``variant``
+(``small`` / ``base`` / ``large``), what the values mean from its ``depth_kind`` and
+``max_depth_m``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from model_loaders.core.adapters import LoadSettings
+from model_loaders.core.availability import LoadSettings
 from model_loaders.core.errors import InputError, ModelUnavailable
 from model_loaders.core.results import DepthKind, DepthResult, Timings
 from model_loaders.core.specs import ModelSpec
@@ -65,15 +67,6 @@ _ARCH: dict[str, dict[str, Any]] = {
     },
 }
 
-# registry key -> (architecture size, metric max depth in metres or None for relative).
-MODELS: dict[str, tuple[str, int | None]] = {
-    "depth-anything-v2-small": ("small", None),
-    "depth-anything-v2-base": ("base", None),
-    "depth-anything-v2-large": ("large", None),
-    "depth-anything-v2-metric-indoor-small": ("small", 20),
-    "depth-anything-v2-metric-outdoor-small": ("small", 80),
-}
-
 INPUT_SIZE = 518  # the checkpoints' processor size (short side fitted, multiple of 14)
 _MEAN = (0.485, 0.456, 0.406)  # ImageNet default mean/std, as in the checkpoints' processor config
 _STD = (0.229, 0.224, 0.225)
@@ -101,8 +94,12 @@ class DepthBundle:
     device: str
     dtype: Any
 
+    def estimate(self, image: np.ndarray, timings: Timings) -> DepthResult:
+        """Depth for one (H, W, 3) uint8 RGB image, at the image's size (``DepthEstimator``)."""
+        return estimate_depth(self, image, timings)
 
-def build_config(size: str, max_depth: int | None) -> Any:
+
+def build_config(size: str, max_depth: float | None) -> Any:
     """The `DepthAnythingConfig` of one architecture size (``small``/``base``/``large``/``tiny``).
 
     Args:
@@ -155,6 +152,25 @@ def build_processor() -> Any:
     )
 
 
+def offline_parts(spec: ModelSpec, tiny: bool) -> tuple[Any, Any]:
+    """(config, processor) built in code for ``spec``'s variant: real size, or shrunken (``tiny``).
+
+    Raises:
+        ModelUnavailable: an unknown variant (never a silent fallback to another size).
+    """
+    if spec.variant not in _ARCH or spec.variant == "tiny":
+        raise ModelUnavailable(spec.key, "load_failed", f"{spec.name}: unknown Depth Anything variant {spec.variant!r}.")
+    max_depth = int(spec.max_depth_m) if spec.depth_kind == "metric" and spec.max_depth_m else None  # config wants int metres
+    return build_config("tiny" if tiny else spec.variant, max_depth), build_processor()
+
+
+def architecture(spec: ModelSpec) -> Any:
+    """The checkpoint's architecture at real size, random weights."""
+    from transformers import DepthAnythingForDepthEstimation
+
+    return DepthAnythingForDepthEstimation(offline_parts(spec, tiny=False)[0])
+
+
 def load(spec: ModelSpec, settings: LoadSettings) -> DepthBundle:
     """Load a Depth Anything V2 model for ``spec`` under ``settings``.
 
@@ -164,9 +180,6 @@ def load(spec: ModelSpec, settings: LoadSettings) -> DepthBundle:
     import torch
     from transformers import DepthAnythingForDepthEstimation
 
-    if spec.key not in MODELS:
-        raise ModelUnavailable(spec.key, "load_failed", f"{spec.name}: no Depth Anything architecture is known.")
-    size, max_depth = MODELS[spec.key]
     dtype = getattr(torch, settings.dtype_name(spec))
     if settings.weights == "hub":
         from transformers import AutoImageProcessor
@@ -179,9 +192,8 @@ def load(spec: ModelSpec, settings: LoadSettings) -> DepthBundle:
             )
             processor = AutoImageProcessor.from_pretrained(spec.checkpoint, **pretrained_kwargs(spec))
     else:
-        config = build_config("tiny" if settings.weights == "tiny" else size, max_depth)
+        config, processor = offline_parts(spec, tiny=settings.weights == "tiny")
         model = DepthAnythingForDepthEstimation(config).to(dtype)
-        processor = build_processor()
     model.eval().to(settings.device)
     cfg = model.config
     kind: DepthKind = "metric" if cfg.depth_estimation_type == "metric" else "relative_inverse"

@@ -5,22 +5,28 @@ of the weights differs (``hub`` checkpoint, ``random`` real-size config, ``tiny`
 config). Random/tiny open-vocabulary processors need a tokenizer: a small one is built offline
 with the ``tokenizers`` library, with the token ids the models expect.
 
-``DetectorBundle.detect`` runs the model once and returns the *raw* detections (every box at or
-above ``detection_utils.RAW_FLOOR``, best ``RAW_TOP_K``) in working-image pixels; filtering by
-the user's thresholds happens later in ``detection_utils`` without running the model again.
+``DetectorBundle.detect`` (the ``Detector`` protocol) runs the model once and returns the *raw*
+detections (every box at or above ``RAW_FLOOR``, best ``RAW_TOP_K``) in working-image pixels;
+filtering by the user's thresholds happens in the task layer without running the model again.
+
+The architecture comes from the spec's ``variant``, ``"<arch>:<size>"`` (``rf_detr:medium``,
+``d_fine:x``, ``rt_detr_v2:r18``, ``owlv2:base``, ``grounding_dino:tiny``); real-size configs
+follow the published checkpoints' ``config.json`` (vocabularies included, so parameter counts and
+compute match), and an unknown variant is an error.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from model_loaders.core.adapters import LoadSettings
+from model_loaders.core.availability import LoadSettings
 from model_loaders.core.detections import COCO_CLASSES, RAW_FLOOR, RAW_TOP_K, keep_top, make_detections
-from model_loaders.core.errors import InputError
+from model_loaders.core.errors import InputError, ModelUnavailable
 from model_loaders.core.hub import hub_errors, pretrained_kwargs
 from model_loaders.core.results import Timings
 from model_loaders.core.specs import ModelSpec
@@ -29,6 +35,44 @@ log = logging.getLogger(__name__)
 
 # RF-DETR sizes (upstream rfdetr model configs): resolution, decoder layers.
 _RFDETR = {"nano": (384, 2), "small": (512, 3), "medium": (576, 4), "large": (704, 4)}
+# D-FINE sizes (the published dfine_{n,s,m,l,x}_coco configs): backbone (HGNetV2) and head fields
+# that differ from the library's defaults.
+_DFINE: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "n": (
+        {"hidden_sizes": [128, 256, 512, 1024], "stem_channels": [3, 16, 16], "stage_in_channels": [16, 64, 256, 512],
+         "stage_mid_channels": [16, 32, 64, 128], "stage_out_channels": [64, 256, 512, 1024],
+         "stage_num_blocks": [1, 1, 2, 1], "stage_numb_of_layers": [3, 3, 3, 3], "out_indices": [3, 4]},
+        {"num_feature_levels": 2, "encoder_ffn_dim": 512, "encode_proj_layers": [1], "d_model": 128,
+         "encoder_hidden_dim": 128, "decoder_ffn_dim": 512, "encoder_in_channels": [512, 1024],
+         "decoder_n_points": [6, 6], "decoder_in_channels": [128, 128], "feat_strides": [16, 32],
+         "depth_mult": 0.5, "decoder_layers": 3, "hidden_expansion": 0.34},
+    ),
+    "s": (
+        {"hidden_sizes": [128, 256, 512, 1024], "stem_channels": [3, 16, 16], "stage_in_channels": [16, 64, 256, 512],
+         "stage_mid_channels": [16, 32, 64, 128], "stage_out_channels": [64, 256, 512, 1024],
+         "stage_num_blocks": [1, 1, 2, 1], "stage_numb_of_layers": [3, 3, 3, 3]},
+        {"decoder_layers": 3, "hidden_expansion": 0.5, "depth_mult": 0.34, "decoder_n_points": [3, 6, 3],
+         "encoder_in_channels": [256, 512, 1024]},
+    ),
+    "x": (
+        {"hidden_sizes": [256, 512, 1024, 2048], "stem_channels": [3, 32, 64], "stage_in_channels": [64, 128, 512, 1024],
+         "stage_mid_channels": [64, 128, 256, 512], "stage_out_channels": [128, 512, 1024, 2048],
+         "stage_num_blocks": [1, 2, 5, 2], "stage_numb_of_layers": [6, 6, 6, 6], "use_learnable_affine_block": False},
+        {"encoder_in_channels": [512, 1024, 2048], "encoder_hidden_dim": 384, "encoder_ffn_dim": 2048,
+         "decoder_n_points": [3, 6, 3], "decoder_in_channels": [384, 384, 384], "decoder_layers": 6,
+         "hidden_expansion": 1.0},
+    ),
+}  # fmt: skip
+# RT-DETRv2 sizes (the rtdetr_v2_r*vd configs): ResNet backbone and head fields off the defaults (R50).
+_RTDETRV2: dict[str, dict[str, Any]] = {
+    "r18": {"backbone": {"hidden_sizes": [64, 128, 256, 512], "depths": [2, 2, 2, 2], "layer_type": "basic"},
+            "encoder_in_channels": [128, 256, 512], "hidden_expansion": 0.5, "decoder_layers": 3},
+    "r50": {},
+}  # fmt: skip
+# Text vocabularies of the open-vocabulary checkpoints (CLIP BPE, BERT WordPiece): the embedding
+# tables are real size even though the offline tokenizer is small (ids stay within it).
+_OWLV2_VOCAB = 49408
+_BERT_VOCAB = 30522
 GDINO_MAX_TEXT = 256
 
 
@@ -59,46 +103,52 @@ class DetectorBundle:
         """True when the user types the classes."""
         return self.arch in ("owlv2", "grounding_dino")
 
-    def detect(self, image: np.ndarray, timings: Timings, prompt_classes: list[str] | None = None) -> Any:
-        """Run the model once on an RGB uint8 image; return raw ``sv.Detections`` (working pixels).
+    def detect(self, image: np.ndarray, timings: Timings, classes: Sequence[str] | None = None) -> Any:
+        """Run the model once on an RGB uint8 image; return raw ``sv.Detections`` (``Detector``).
 
         Args:
             image: (H, W, 3) uint8 RGB.
             timings: receives preprocess / inference / postprocess times.
-            prompt_classes: the classes to find (open vocabulary only; already parsed and capped).
+            classes: the classes to find (open vocabulary only; already parsed and capped).
         """
         if not image.flags.writeable:  # decoded images are read-only; torch wants writable memory
             image = image.copy()
         if self.open_vocabulary:
-            if not prompt_classes:
+            if not classes:
                 raise InputError("Please type the classes to find, separated by commas (for example: book, mug).")
             if self.arch == "owlv2":
-                return _detect_owlv2(self, image, prompt_classes, timings)
-            return _detect_gdino(self, image, prompt_classes, timings)
+                return _detect_owlv2(self, image, list(classes), timings)
+            return _detect_gdino(self, image, list(classes), timings)
         return _detect_closed(self, image, timings)
 
 
-def _arch_of(spec: ModelSpec) -> str:
-    ck = f"{spec.key} {spec.checkpoint}".lower()
-    for needle, arch in (
-        ("rf-detr", "rf_detr"),
-        ("dfine", "d_fine"),
-        ("d-fine", "d_fine"),
-        ("rtdetr_v2", "rt_detr_v2"),
-        ("rt-detrv2", "rt_detr_v2"),
-        ("owlv2", "owlv2"),
-        ("grounding-dino", "grounding_dino"),
-    ):
-        if needle in ck:
-            return arch
-    raise ValueError(f"{spec.key}: no detector architecture known for checkpoint {spec.checkpoint}")
+_SIZES = {"rf_detr": _RFDETR, "d_fine": _DFINE, "rt_detr_v2": _RTDETRV2, "owlv2": {"base": None},
+          "grounding_dino": {"tiny": None, "base": None}}  # fmt: skip
+
+
+def variant_of(spec: ModelSpec) -> tuple[str, str]:
+    """(architecture, size) from ``spec.variant`` ("arch:size").
+
+    Raises:
+        ModelUnavailable: an unknown architecture or size.
+    """
+    arch, _, size = spec.variant.partition(":")
+    if size not in _SIZES.get(arch, {}):
+        raise ModelUnavailable(spec.key, "load_failed", f"{spec.name}: unknown detector variant {spec.variant!r}.")
+    return arch, size
+
+
+def architecture(spec: ModelSpec) -> Any:
+    """The checkpoint's architecture at real size, random weights."""
+    arch, _ = variant_of(spec)
+    return _model_class(arch)(offline_parts(spec, tiny=False)[0])
 
 
 def load(spec: ModelSpec, settings: LoadSettings) -> DetectorBundle:
     """Load ``spec`` under ``settings`` (hub checkpoint, random real-size, or tiny)."""
     import torch
 
-    arch = _arch_of(spec)
+    arch, _ = variant_of(spec)
     dtype = getattr(torch, settings.dtype_name(spec))
     model_cls = _model_class(arch)
     if settings.weights == "hub":
@@ -106,8 +156,7 @@ def load(spec: ModelSpec, settings: LoadSettings) -> DetectorBundle:
             processor = _processor_class(arch).from_pretrained(spec.checkpoint, **pretrained_kwargs(spec))
             model = model_cls.from_pretrained(spec.checkpoint, **pretrained_kwargs(spec), dtype=dtype)
     else:
-        tiny = settings.weights == "tiny"
-        config, processor = _offline_parts(arch, spec, tiny)
+        config, processor = offline_parts(spec, tiny=settings.weights == "tiny")
         model = model_cls(config).to(dtype)
     model = model.to(settings.device).eval()
     names: tuple[str, ...] = ()
@@ -146,12 +195,12 @@ def _coco_labels(num: int = 80) -> dict[str, Any]:
     return {"id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
 
 
-def _offline_parts(arch: str, spec: ModelSpec, tiny: bool) -> tuple[Any, Any]:
+def offline_parts(spec: ModelSpec, tiny: bool) -> tuple[Any, Any]:
     """(config, processor) built in code: real-size (``random``) or shrunken (``tiny``)."""
     import transformers as tf
 
+    arch, size = variant_of(spec)
     if arch == "rf_detr":
-        size = next((s for s in _RFDETR if s in spec.key), "medium")
         res, dec = _RFDETR[size]
         if tiny:
             res = 128
@@ -179,12 +228,14 @@ def _offline_parts(arch: str, spec: ModelSpec, tiny: bool) -> tuple[Any, Any]:
                     out_features=["stage2", "stage3", "stage4"],
                 )  # fmt: skip
                 kw.update(encoder_in_channels=[16, 32, 64], **_tiny_rtdetr_head())
-            elif "r18" in spec.key:
-                kw["backbone_config"] = tf.RTDetrResNetConfig(
-                    embedding_size=64, hidden_sizes=[64, 128, 256, 512], depths=[2, 2, 2, 2], layer_type="basic",
-                    out_features=["stage2", "stage3", "stage4"],
-                )  # fmt: skip
-                kw.update(encoder_in_channels=[128, 256, 512], decoder_layers=3)
+            else:
+                fields = dict(_RTDETRV2[size])
+                backbone = fields.pop("backbone", None)
+                if backbone:
+                    kw["backbone_config"] = tf.RTDetrResNetConfig(
+                        embedding_size=64, out_features=["stage2", "stage3", "stage4"], **backbone
+                    )
+                kw.update(fields)
             return tf.RTDetrV2Config(**kw, **_coco_labels()), processor
         kw = {}
         if tiny:
@@ -195,6 +246,14 @@ def _offline_parts(arch: str, spec: ModelSpec, tiny: bool) -> tuple[Any, Any]:
                 hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1],
             )  # fmt: skip
             kw.update(encoder_in_channels=[32, 64, 128], **_tiny_rtdetr_head())
+        else:
+            backbone, head = _DFINE[size]
+            backbone = {"embedding_size": 32, "layer_type": "basic", "use_learnable_affine_block": True,
+                        "stage_downsample": [False, True, True, True], "stage_light_block": [False, False, True, True],
+                        "stage_kernel_size": [3, 3, 5, 5], **backbone}  # fmt: skip
+            stages = backbone.pop("out_indices", [2, 3, 4])
+            kw["backbone_config"] = tf.HGNetV2Config(**backbone, out_features=[f"stage{i}" for i in stages])
+            kw.update({"hidden_expansion": 1.0, "decoder_layers": 6, **head})
         return tf.DFineConfig(**kw, **_coco_labels()), processor
 
     if arch == "owlv2":
@@ -207,8 +266,9 @@ def _offline_parts(arch: str, spec: ModelSpec, tiny: bool) -> tuple[Any, Any]:
             vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
             extra = {"projection_dim": 32}
         else:
-            res, text, vision, extra = 960, {}, {}, {}
-        text.update(vocab_size=len(tokenizer), max_position_embeddings=16, **ids)
+            res, text, vision, extra = 960, {"vocab_size": _OWLV2_VOCAB}, {}, {}
+        text.setdefault("vocab_size", len(tokenizer))
+        text.update(max_position_embeddings=16, **ids)
         vision.update(image_size=res, patch_size=16)
         config = tf.Owlv2Config(text_config=text, vision_config=vision, **extra)
         image_processor = tf.Owlv2ImageProcessor(size={"height": res, "width": res})
@@ -216,7 +276,8 @@ def _offline_parts(arch: str, spec: ModelSpec, tiny: bool) -> tuple[Any, Any]:
 
     # grounding_dino
     tokenizer = bert_like_tokenizer()
-    text = dict(model_type="bert", vocab_size=len(tokenizer), max_position_embeddings=GDINO_MAX_TEXT + 2)
+    text = dict(model_type="bert", vocab_size=len(tokenizer) if tiny else _BERT_VOCAB,
+                max_position_embeddings=GDINO_MAX_TEXT + 2)  # fmt: skip
     if tiny:
         text.update(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37)
         backbone = tf.SwinConfig(
@@ -228,7 +289,7 @@ def _offline_parts(arch: str, spec: ModelSpec, tiny: bool) -> tuple[Any, Any]:
         processor_size = {"shortest_edge": 64, "longest_edge": 96}
     else:
         backbone = None
-        if "base" in spec.key:
+        if size == "base":
             backbone = tf.SwinConfig(
                 embed_dim=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32], window_size=12, image_size=384,
                 out_features=["stage2", "stage3", "stage4"],

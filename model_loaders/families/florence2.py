@@ -1,63 +1,56 @@
-"""Florence-2 (transformers-native ``Florence2ForConditionalGeneration``): tasks, prompts, parsing.
+"""Florence-2 (transformers-native ``Florence2ForConditionalGeneration``): a fixed task menu, not a chat.
 
-One code path for all weights modes; only the weight source differs:
-``hub`` loads the pinned checkpoint, ``random`` builds the real-size architecture from a
-config written here, ``tiny`` shrinks that config. Offline modes get a small tokenizer made
-with the same special, task and ``<loc_N>`` tokens (``offline_tokenizers``).
+The bundle implements ``Asker`` (a request carries a task token from `TASK_MENU`, a phrase for
+grounding tasks, a region for region tasks) and ``Detector`` (object detection, or phrase
+grounding when classes are named). Boxes come as ``<loc_N>`` tokens on a 0–999 grid, parsed by
+the checkpoint's own post-processor.
+
+One code path for all weights modes; only the weight source differs: ``hub`` loads the pinned
+checkpoint, ``random`` builds the real-size architecture of the spec's variant from a config
+written here, ``tiny`` shrinks that config. Offline modes get a small tokenizer made with the
+same special, task and ``<loc_N>`` tokens (``offline_tokenizers``).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from model_loaders.core.adapters import LoadSettings
+import numpy as np
+
+from model_loaders.core.availability import LoadSettings
+from model_loaders.core.errors import InputError, ModelUnavailable
 from model_loaders.core.hub import hub_errors, pretrained_kwargs
-from model_loaders.core.results import TextResult, Timings
+from model_loaders.core.protocols import AskRequest, TaskPrompt
+from model_loaders.core.results import AskChunk, GenerationStats, TextResult, Timings
 from model_loaders.core.specs import ModelSpec
-from model_loaders.families.generation import AskChunk, GenerationStats, neutralise_user_text, stream_generate
+from model_loaders.families.chat_vlm import final_result, grounded_detections
+from model_loaders.families.generation import neutralise_user_text, stream_generate
 from model_loaders.families.grounding import Grounding, box_to_florence_locs, parse_florence
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class FlorenceTask:
-    """One Florence-2 task as the user sees it.
-
-    Attributes:
-        label: dropdown label.
-        token: the task token sent to the processor.
-        needs_text: the user's phrase completes the prompt (grounding, open-vocabulary).
-        needs_region: a region drawn by the user completes the prompt.
-    """
-
-    label: str
-    token: str
-    needs_text: bool = False
-    needs_region: bool = False
-
-
-TASKS: tuple[FlorenceTask, ...] = (
-    FlorenceTask("Caption", "<CAPTION>"),
-    FlorenceTask("Detailed caption", "<DETAILED_CAPTION>"),
-    FlorenceTask("More detailed caption", "<MORE_DETAILED_CAPTION>"),
-    FlorenceTask("OCR", "<OCR>"),
-    FlorenceTask("OCR with regions", "<OCR_WITH_REGION>"),
-    FlorenceTask("Object detection", "<OD>"),
-    FlorenceTask("Dense region caption", "<DENSE_REGION_CAPTION>"),
-    FlorenceTask("Region proposal", "<REGION_PROPOSAL>"),
-    FlorenceTask("Phrase grounding", "<CAPTION_TO_PHRASE_GROUNDING>", needs_text=True),
-    FlorenceTask("Open-vocabulary detection", "<OPEN_VOCABULARY_DETECTION>", needs_text=True),
-    FlorenceTask("Region caption", "<REGION_TO_DESCRIPTION>", needs_region=True),
-    FlorenceTask("Region category", "<REGION_TO_CATEGORY>", needs_region=True),
-    FlorenceTask("Region OCR", "<REGION_TO_OCR>", needs_region=True),
+TASK_MENU: tuple[TaskPrompt, ...] = (
+    TaskPrompt("Caption", "<CAPTION>"),
+    TaskPrompt("Detailed caption", "<DETAILED_CAPTION>"),
+    TaskPrompt("More detailed caption", "<MORE_DETAILED_CAPTION>"),
+    TaskPrompt("OCR", "<OCR>"),
+    TaskPrompt("OCR with regions", "<OCR_WITH_REGION>"),
+    TaskPrompt("Object detection", "<OD>"),
+    TaskPrompt("Dense region caption", "<DENSE_REGION_CAPTION>"),
+    TaskPrompt("Region proposal", "<REGION_PROPOSAL>"),
+    TaskPrompt("Phrase grounding", "<CAPTION_TO_PHRASE_GROUNDING>", needs_text=True),
+    TaskPrompt("Open-vocabulary detection", "<OPEN_VOCABULARY_DETECTION>", needs_text=True),
+    TaskPrompt("Region caption", "<REGION_TO_DESCRIPTION>", needs_region=True),
+    TaskPrompt("Region category", "<REGION_TO_CATEGORY>", needs_region=True),
+    TaskPrompt("Region OCR", "<REGION_TO_OCR>", needs_region=True),
 )
-TASKS_BY_LABEL = {t.label: t for t in TASKS}
-TASKS_BY_TOKEN = {t.token: t for t in TASKS}
+TASKS_BY_TOKEN = {t.token: t for t in TASK_MENU}
+DEFAULT_TASK = "<MORE_DETAILED_CAPTION>"  # what a request without a task gets
 
 # Parsing rules of the Florence-2 post-processor (the checkpoint's processor_config has them).
 POST_PROCESSOR_CONFIG: dict[str, dict[str, Any]] = {
@@ -94,7 +87,7 @@ TINY_IMAGE_SIDE = 32
 
 @dataclass
 class Florence2Bundle:
-    """A loaded Florence-2: model, processor, and how to decode safely."""
+    """A loaded Florence-2; implements ``Asker`` and ``Detector``."""
 
     model: Any
     processor: Any
@@ -102,6 +95,30 @@ class Florence2Bundle:
     device: str
     dtype: Any
     vocab_limit: int | None = None
+
+    def ask(
+        self, image: Any, request: AskRequest, timings: Timings, stop: threading.Event | None = None
+    ) -> Iterator[AskChunk]:
+        """Run the request's task on a PIL image, streaming the raw text (``Asker``).
+
+        Raises:
+            InputError: an unknown task, or a phrase/region missing for a task that needs one.
+        """
+        try:
+            yield from stream(self, image, request.task or DEFAULT_TASK, request.question, request.region,
+                              max_new_tokens=request.max_new_tokens, max_time=request.max_time, stop_event=stop,
+                              timings=timings)  # fmt: skip
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+
+    def detect(self, image: np.ndarray, timings: Timings, classes: Sequence[str] | None = None) -> Any:
+        """Object detection, or phrase grounding of ``classes`` (``Detector``; no scores)."""
+        from PIL import Image
+
+        wanted = [str(c) for c in classes or []]
+        request = AskRequest(question=". ".join(wanted),
+                             task="<CAPTION_TO_PHRASE_GROUNDING>" if wanted else "<OD>")  # fmt: skip
+        return grounded_detections(final_result(self.ask(Image.fromarray(image), request, timings)), self.spec)
 
 
 def _image_processor(side: int, seq_len: int) -> Any:
@@ -120,7 +137,7 @@ def _image_processor(side: int, seq_len: int) -> Any:
     return ip
 
 
-def _offline_parts(spec: ModelSpec, tiny: bool) -> tuple[Any, Any]:
+def offline_parts(spec: ModelSpec, tiny: bool) -> tuple[Any, Any]:
     """(config, processor) built offline: real size for ``random``, shrunk for ``tiny``."""
     from transformers import BartConfig, Florence2Config, Florence2Processor
     from transformers.models.florence2.configuration_florence2 import Florence2VisionConfig
@@ -137,7 +154,9 @@ def _offline_parts(spec: ModelSpec, tiny: bool) -> tuple[Any, Any]:
         text = dict(d_model=32, layers=1, heads=2, ffn=64)
         vocab, side, stride = len(tok), TINY_IMAGE_SIDE, 8
     else:
-        real = _REAL["large" if "large" in spec.key else "base"]
+        if spec.variant not in _REAL:
+            raise ModelUnavailable(spec.key, "load_failed", f"{spec.name}: unknown variant {spec.variant!r}.")
+        real = _REAL[spec.variant]
         vision = Florence2VisionConfig(projection_dim=real["projection_dim"], **real["vision"])
         text = real["text"]
         vocab, side, stride = REAL_VOCAB, REAL_IMAGE_SIDE, 32
@@ -168,6 +187,13 @@ def _offline_parts(spec: ModelSpec, tiny: bool) -> tuple[Any, Any]:
     return config, processor
 
 
+def architecture(spec: ModelSpec) -> Any:
+    """The checkpoint's architecture at real size, random weights."""
+    from transformers import Florence2ForConditionalGeneration
+
+    return Florence2ForConditionalGeneration(offline_parts(spec, tiny=False)[0])
+
+
 def load(spec: ModelSpec, settings: LoadSettings) -> Florence2Bundle:
     """Load Florence-2 for ``spec`` under ``settings`` (hub, random or tiny weights)."""
     import torch
@@ -182,7 +208,7 @@ def load(spec: ModelSpec, settings: LoadSettings) -> Florence2Bundle:
                 spec.checkpoint, dtype=dtype, **pretrained_kwargs(spec)
             )
     else:
-        config, processor = _offline_parts(spec, tiny=settings.weights == "tiny")
+        config, processor = offline_parts(spec, tiny=settings.weights == "tiny")
         torch.manual_seed(0)
         model = Florence2ForConditionalGeneration(config).to(dtype)
         vocab_limit = len(processor.tokenizer)
@@ -192,7 +218,7 @@ def load(spec: ModelSpec, settings: LoadSettings) -> Florence2Bundle:
     return Florence2Bundle(model, processor, spec, settings.device, dtype, vocab_limit)
 
 
-def build_prompt(task: FlorenceTask, text: str = "", region: tuple[float, float, float, float] | None = None,
+def build_prompt(task: TaskPrompt, text: str = "", region: tuple[float, float, float, float] | None = None,
                  image_wh: tuple[int, int] | None = None) -> str:  # fmt: skip
     """The processor prompt for ``task``: the task token plus the user's phrase or region.
 

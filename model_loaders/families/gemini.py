@@ -1,6 +1,6 @@
 """Gemini 2.5 through the google-genai client (optional ``gemini`` extra, needs GEMINI_API_KEY).
 
-Availability (extra installed, key set) is checked before ``load`` by ``adapters.availability``;
+Availability (extra installed, key set) is checked before ``load`` by ``availability.availability``;
 this module only runs when both are present. Boxes come back as ``box_2d`` JSON, parsed by
 ``grounding.parse_gemini``.
 """
@@ -16,23 +16,51 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from model_loaders.core.adapters import LoadSettings
+import numpy as np
+
+from model_loaders.core.availability import LoadSettings
 from model_loaders.core.errors import InputError, ModelUnavailable
-from model_loaders.core.results import TextResult, Timings
+from model_loaders.core.protocols import AskRequest
+from model_loaders.core.results import AskChunk, GenerationStats, TextResult, Timings
 from model_loaders.core.specs import ModelSpec
-from model_loaders.families.generation import AskChunk, GenerationStats, neutralise_user_text
+from model_loaders.families.chat_vlm import final_result, grounded_detections, text_of
+from model_loaders.families.generation import neutralise_user_text
 from model_loaders.families.grounding import parse_gemini
 
 log = logging.getLogger(__name__)
 
 
+def grounding_question(classes: Sequence[str]) -> str:
+    """The prompt that makes Gemini answer with ``box_2d`` JSON (y, x on a 0–1000 grid)."""
+    what = ", ".join(classes) if classes else "object"
+    return (
+        f"Detect every {what} in the image. Answer only with JSON: "
+        '[{"box_2d": [ymin, xmin, ymax, xmax], "label": "name"}], coordinates normalised to 0-1000.'
+    )
+
+
 @dataclass
 class GeminiBundle:
-    """A configured API client and the API model id."""
+    """A configured API client and the API model id; implements ``Asker`` and ``Detector``."""
 
     client: Any
     model_id: str
     spec: ModelSpec
+
+    def ask(
+        self, image: Any, request: AskRequest, timings: Timings, stop: threading.Event | None = None
+    ) -> Iterator[AskChunk]:
+        """Ask Gemini about a PIL image, streaming its answer (``Asker``)."""
+        yield from stream(self, image, request.question, request.history, max_new_tokens=request.max_new_tokens,
+                          temperature=request.temperature, max_time=request.max_time, stop_event=stop,
+                          timings=timings)  # fmt: skip
+
+    def detect(self, image: np.ndarray, timings: Timings, classes: Sequence[str] | None = None) -> Any:
+        """Boxes for ``classes`` as Gemini writes them (``Detector``; no scores)."""
+        from PIL import Image
+
+        request = AskRequest(question=grounding_question([str(c) for c in classes or []]))
+        return grounded_detections(final_result(self.ask(Image.fromarray(image), request, timings)), self.spec)
 
 
 def load(spec: ModelSpec, settings: LoadSettings) -> GeminiBundle:
@@ -64,8 +92,6 @@ def stream(
     """Ask Gemini about a PIL image, streaming its answer; boxes parsed from ``box_2d``."""
     from google.genai import types
 
-    from model_loaders.families.vlm import _text_of
-
     question = neutralise_user_text(question or "").strip()
     if not question:
         raise InputError("Please enter a question.")
@@ -76,7 +102,7 @@ def stream(
         image.save(buf, format="JPEG", quality=90)
         parts: list[Any] = [types.Part.from_bytes(data=buf.getvalue(), mime_type="image/jpeg")]
         for m in history:
-            parts.append(f"{m.get('role')}: {_text_of(m.get('content'))}")
+            parts.append(f"{m.get('role')}: {text_of(m.get('content'))}")
         parts.append(question)
     config = types.GenerateContentConfig(max_output_tokens=int(max_new_tokens), temperature=float(temperature))
     stats = GenerationStats()

@@ -13,33 +13,14 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
+
+from model_loaders.core.results import GenerationStats
 
 log = logging.getLogger(__name__)
 
 MAX_NEW_TOKENS_CAP = 2048
 MAX_TIME_S = 120.0
-
-
-@dataclass
-class GenerationStats:
-    """What one generation did, for the timing line."""
-
-    first_token_ms: float | None = None
-    tokens: int = 0
-    total_ms: float = 0.0
-    stopped: str = ""  # "", "eos", "max_new_tokens", "max_time", "user"
-    output_ids: Any = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def tokens_per_s(self) -> float:
-        """Decode speed after the first token (0 when fewer than two tokens)."""
-        if self.first_token_ms is None or self.tokens < 2:
-            return 0.0
-        span = (self.total_ms - self.first_token_ms) / 1000.0
-        return (self.tokens - 1) / span if span > 0 else 0.0
 
 
 def vocab_limit_processor(limit: int) -> Any:
@@ -225,20 +206,3 @@ def neutralise_user_text(text: str, max_chars: int = MAX_PROMPT_CHARS) -> str:
     """
     text = text[:max_chars]
     return _TOKEN_LIKE.sub(lambda m: f"\u2039{m.group(1)}\u203a", text)
-
-
-@dataclass
-class AskChunk:
-    """One streamed update: the answer so far, and on the last update the full result.
-
-    Attributes:
-        text: the answer text so far (cleaned for display).
-        result: the final ``TextResult`` (raw text, parsed boxes, timings), last update only.
-        stats: generation statistics (time to first token, tokens, why it stopped).
-        input_wh: size of the image the boxes refer to (the working image).
-    """
-
-    text: str
-    result: Any = None
-    stats: GenerationStats | None = None
-    input_wh: tuple[int, int] | None = None

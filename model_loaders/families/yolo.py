@@ -2,8 +2,8 @@
 
 Ultralytics must never install packages or reach the network at run time: its offline,
 no-auto-install and no-analytics settings are set before it is imported. ``random`` builds the
-real-size model from its yaml (``yolo12{n,s,m,l,x}.yaml``, shipped in the wheel), ``tiny``
-builds the ``n`` scale; ``hub`` loads the released ``.pt`` file, which must already be on disk
+real-size model from its yaml (``yolo12{variant}.yaml`` for the spec's variant ``n``/``s``/``m``/
+``l``/``x``, shipped in the wheel), ``tiny`` builds the ``n`` scale; ``hub`` loads the released ``.pt`` file, which must already be on disk
 (the current folder or ultralytics' weights folder): it is never downloaded here.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from model_loaders.core.adapters import LoadSettings
+from model_loaders.core.availability import LoadSettings
 from model_loaders.core.detections import COCO_CLASSES, RAW_FLOOR, RAW_TOP_K, keep_top, make_detections
 from model_loaders.core.errors import ModelUnavailable
 from model_loaders.core.results import Timings
@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 # the user's IoU slider then applies our NMS on top, so values above it change nothing.
 INTERNAL_IOU = 0.9
 IMGSZ = 640
+SCALES = ("n", "s", "m", "l", "x")
+ARCHITECTURE_ON_META = False  # ultralytics reads tensor values while building: count parameters on the CPU
 
 
 def _ultralytics() -> Any:
@@ -77,8 +79,8 @@ class YoloBundle:
 
     open_vocabulary = False
 
-    def detect(self, image: np.ndarray, timings: Timings, prompt_classes: list[str] | None = None) -> Any:
-        """Run once on an RGB uint8 image; return raw ``sv.Detections`` in working pixels."""
+    def detect(self, image: np.ndarray, timings: Timings, classes: Any = None) -> Any:
+        """Run once on an RGB uint8 image; return raw ``sv.Detections`` in working pixels (``Detector``)."""
         with timings.stage("preprocess"):
             bgr = np.ascontiguousarray(image[:, :, ::-1])  # ultralytics reads numpy arrays as BGR
         with timings.stage("inference"):
@@ -113,12 +115,18 @@ def _local_weights(name: str) -> Path | None:
     return None
 
 
+def architecture(spec: ModelSpec) -> Any:
+    """The released architecture at real size, random weights (the ``torch.nn.Module``)."""
+    return load(spec, LoadSettings("random", "cpu")).model.model
+
+
 def load(spec: ModelSpec, settings: LoadSettings) -> YoloBundle:
     """Build (random/tiny, from yaml, offline) or load (hub, local ``.pt``) a YOLOv12 model."""
     _ultralytics()
     from ultralytics import YOLO
 
-    size = spec.key.removeprefix("yolov12") or "n"
+    if spec.variant not in SCALES:
+        raise ModelUnavailable(spec.key, "load_failed", f"{spec.name}: unknown YOLOv12 scale {spec.variant!r}.")
     if settings.weights == "hub":
         path = _local_weights(str(spec.checkpoint))
         if path is None:
@@ -131,7 +139,7 @@ def load(spec: ModelSpec, settings: LoadSettings) -> YoloBundle:
             )
         model = YOLO(str(path), task="detect")
     else:
-        model = YOLO(f"yolo12{'n' if settings.weights == 'tiny' else size}.yaml", task="detect")
+        model = YOLO(f"yolo12{'n' if settings.weights == 'tiny' else spec.variant}.yaml", task="detect")
         # Untrained models name their classes '0', '1', ...; use COCO's names like the real weights.
         model.model.names = dict(enumerate(COCO_CLASSES))
     model.model.eval()

@@ -2,7 +2,7 @@
 
 Detect -> dynamic crop -> VLM -> validated JSON (the seed article's book inventory,
 generalised). The model calls are passed in as callables, so every step here is tested on
-hand-built inputs; ``model_loaders.tasks.runners`` supplies the real detector and VLM.
+hand-built inputs; `run_workflow` runs the real detector and VLM through the task layer.
 
 A row's ``valid`` flag is the seed's ``error_status`` turned around: ``True`` when the VLM's
 answer parsed as JSON and matched the schema. The raw VLM text is always kept, valid or not.
@@ -16,14 +16,13 @@ import io
 import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from model_loaders.core.errors import InputError
 from model_loaders.core.jsontext import loads
-from model_loaders.tasks.agreement import box_iou_matrix
 from model_loaders.tasks.structured import PRESETS, extract_json, load_schema, schema_instruction, validate
 
 log = logging.getLogger(__name__)
@@ -162,28 +161,27 @@ def parse_answer(raw: str, schema: dict[str, Any]) -> ParsedAnswer:
 def merge_duplicates(det: Any, iou_threshold: float = MERGE_IOU) -> Any:
     """Drop overlapping duplicates, class-agnostically, keeping the most confident box.
 
-    Greedy non-maximum suppression on IoU: boxes are taken by confidence (or in their order
-    when there is none) and a box overlapping a kept one at IoU >= ``iou_threshold`` is
-    dropped. Class-agnostic on purpose: one book detected as "book" and "notebook" is still
-    one crop, and every crop costs a VLM call.
-
-    Args:
-        det: ``supervision.Detections``.
-        iou_threshold: overlap at which two boxes are the same object.
+    Non-maximum suppression on IoU (supervision's ``with_nms``), class-agnostic on purpose: one
+    book detected as "book" and "notebook" is still one crop, and every crop costs a VLM call.
+    VLM boxes have no score: they count in the order the model wrote them.
 
     Returns:
-        The kept detections, in descending confidence order.
+        The kept detections, most confident first.
     """
-    n = len(det)
-    if n <= 1:
+    import supervision as sv
+
+    if len(det) <= 1:
         return det
-    order = np.argsort(-det.confidence, kind="stable") if det.confidence is not None else np.arange(n)
-    iou = box_iou_matrix(det.xyxy, det.xyxy)
-    keep: list[int] = []
-    for i in order:
-        if all(iou[i, j] < iou_threshold for j in keep):
-            keep.append(int(i))
-    return det[np.asarray(keep, dtype=int)]
+    scored = det.confidence is not None
+    work = det if scored else sv.Detections(xyxy=det.xyxy, confidence=np.linspace(1.0, 0.5, len(det)),
+                                            class_id=det.class_id, data=det.data, mask=det.mask)  # fmt: skip
+    order = np.argsort(-work.confidence, kind="stable")
+    work = work[order].with_nms(threshold=iou_threshold, class_agnostic=True)
+    kept = work[np.argsort(-work.confidence, kind="stable")]
+    if not scored:
+        kept = sv.Detections(xyxy=kept.xyxy, class_id=kept.class_id, data=kept.data, mask=kept.mask)
+    kept.metadata.update(det.metadata)
+    return kept
 
 
 def padded_box(box: Sequence[float], padding: int, width: int, height: int) -> tuple[int, int, int, int]:
@@ -517,3 +515,124 @@ def rows_in_original_pixels(rows: Sequence[ResultRow], scale: float) -> list[Res
         c.crop_box = tuple(int(round(v / scale)) for v in r.crop_box)  # type: ignore[assignment]
         out.append(c)
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# running it: the detector and the VLM through the task layer
+# --------------------------------------------------------------------------------------------
+
+MAX_PADDING = 256
+MAX_CLASSES_CHARS = 500
+MAX_NEW_TOKENS = 128
+
+
+@dataclass
+class WorkflowRun:
+    """One workflow run: what the tab shows and what later edits and re-runs need."""
+
+    detector: str
+    vlm: str
+    schema: dict[str, Any]
+    image: Any  # DecodedImage
+    detections: Any
+    rows: list[ResultRow]
+    timings: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def info(self) -> dict[str, Any]:
+        """Run information for exports and the API."""
+        return {"detector": self.detector, "vlm": self.vlm, "schema": self.schema,
+                "original_size": list(self.image.original_size), "boxes": "original-image pixels",
+                "timings": self.timings}  # fmt: skip
+
+    def payload(self) -> dict[str, Any]:
+        """The ``workflow`` endpoint's JSON: run info and one dict per row (original-image pixels)."""
+        rows = rows_in_original_pixels(self.rows, self.image.scale)
+        return {"info": self.info(), "rows": [r.to_dict() for r in rows], "notes": self.notes}
+
+
+def _asker(ctx: Any, vlm: str, schema: dict[str, Any], timings: Any, max_new_tokens: int) -> Callable[[np.ndarray], str]:
+    from model_loaders.core.images import DecodedImage
+    from model_loaders.core.protocols import AskRequest
+    from model_loaders.tasks import ask as ask_task
+
+    request = AskRequest(question=build_prompt(schema), max_new_tokens=max_new_tokens, max_time=ask_task.MAX_TIME_S)
+
+    def ask(pixels: np.ndarray) -> str:
+        result = ask_task.answer(ctx, DecodedImage.of_array(pixels), vlm, request, timings)
+        return result.raw or result.text
+
+    return ask
+
+
+def run_workflow(ctx: Any, image: Any, detector: Any, classes: Any, confidence: Any, padding: Any, vlm: Any,
+                 schema_text: Any, max_new_tokens: int = MAX_NEW_TOKENS) -> WorkflowRun:  # fmt: skip
+    """Validate everything, detect, merge, crop, ask the VLM about each crop and validate.
+
+    Raises:
+        InputError: bad image, model choice, classes, numbers or schema (before any model loads).
+    """
+    from model_loaders.core.results import Timings
+    from model_loaders.core.validate import clean_text, finite_number
+    from model_loaders.tasks import ask as ask_task
+    from model_loaders.tasks import detect as detect_task
+    from model_loaders.tasks.base import image_of
+
+    schema = parse_schema(schema_text)
+    det_spec = detect_task.detect_spec(ctx, detector, "a detector")
+    vlm_spec = ask_task.ask_spec(ctx, vlm, "a chat VLM")
+    if not vlm_spec.accepts("question"):
+        raise InputError(f"{vlm_spec.name} cannot answer with JSON: pick a chat VLM.")
+    text = clean_text(classes, "Classes", MAX_CLASSES_CHARS)
+    wanted, notes = detect_task.parse_prompt(text) if text else ([], [])
+    conf = finite_number(confidence, "Confidence", 0.0, 1.0)
+    pad = int(finite_number(padding, "Crop padding", 0, MAX_PADDING))
+    decoded = image_of(ctx, image)
+    notes = list(decoded.notes) + notes
+    det_t, vlm_t = Timings(), Timings()
+    det = detect_task.detections(ctx, decoded, det_spec.key, wanted, conf, timings=det_t)
+    if det.metadata.get("parse_error"):
+        notes.append(f"{det_spec.name}'s boxes could not be read ({det.metadata['parse_error']}).")
+    kept, rows = det[np.arange(0)], []
+    merged = 0
+    if len(det) == 0:
+        what = ", ".join(wanted) if wanted else "objects"
+        notes.append(f"No {what} found: the table is empty. Try a lower confidence, other class words or another detector.")
+    else:
+        unique = len(merge_duplicates(det))
+        merged = len(det) - unique
+        kept, rows = run_pipeline(decoded.array, det, _asker(ctx, vlm_spec.key, schema, vlm_t, max_new_tokens), schema, pad)
+        if unique > len(rows):
+            notes.append(f"Only the {len(rows)} most confident detections were read.")
+    if merged:
+        notes.append(f"{merged} overlapping duplicate detection(s) merged before reading.")
+    return WorkflowRun(det_spec.key, vlm_spec.key, schema, decoded, kept, rows,
+                       {"detector": det_t.as_dict(), "vlm": vlm_t.as_dict()}, notes)  # fmt: skip
+
+
+def rerun_row(ctx: Any, run: WorkflowRun, index: Any, max_new_tokens: int = MAX_NEW_TOKENS) -> WorkflowRun:
+    """Ask the VLM about one crop again and replace that row (a new run object; the old one is unchanged).
+
+    Raises:
+        InputError: no such row.
+    """
+    from model_loaders.core.results import Timings
+    from model_loaders.core.validate import finite_number
+
+    idx = int(finite_number(index, "Row #", 0, 10_000))
+    pos = next((i for i, r in enumerate(run.rows) if r.index == idx), None)
+    if pos is None:
+        raise InputError(f"There is no row #{idx}.")
+    new_row = ask_row(run.rows[pos], _asker(ctx, run.vlm, run.schema, Timings(), max_new_tokens), run.schema)
+    rows = list(run.rows)
+    rows[pos] = new_row
+    return replace(run, rows=rows)
+
+
+def write_exports(ctx: Any, run: WorkflowRun) -> list[str]:
+    """Write results.json and results.csv (boxes in original-image pixels); return their paths."""
+    folder = ctx.outputs.new_dir("workflow")
+    rows = rows_in_original_pixels(run.rows, run.image.scale)
+    (folder / "results.json").write_text(rows_to_json(rows, run.info()), encoding="utf-8")
+    (folder / "results.csv").write_text(rows_to_csv(rows, run.schema), encoding="utf-8")
+    return [str(folder / "results.json"), str(folder / "results.csv")]

@@ -1,9 +1,9 @@
-"""Family adapters: which code loads which model, and whether it can run here.
+"""Whether a model can run in this process, and which adapter module runs it.
 
-Each family module (for example ``model_loaders/sam2.py``) exposes
-``load(spec: ModelSpec, settings: LoadSettings) -> object`` plus its own task functions. The
-same ``load`` serves all three weights modes; only the source of the weights differs.
-A family whose module does not exist yet shows as "coming" in the Models tab.
+Each family module in ``model_loaders/families/`` exposes ``load(spec, settings)``, returning a
+bundle that implements the task protocols of ``core.protocols`` for the tasks the family
+supports. The same ``load`` serves all three weights modes; only where the weights come from
+differs. Which module runs which family is the registry's ``FAMILIES`` table.
 """
 
 from __future__ import annotations
@@ -15,34 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from model_loaders.core.errors import ModelUnavailable
+from model_loaders.core.registry import FAMILIES
 from model_loaders.core.specs import ModelSpec, WeightsMode
-
-# family -> module that implements it (one module may serve several families).
-FAMILY_MODULES: dict[str, str | None] = {
-    "sam2": "model_loaders.families.sam2",
-    "depth_anything": "model_loaders.families.depth_anything",
-    "hf_detector": "model_loaders.families.detectors",
-    "zero_shot_detector": "model_loaders.families.detectors",
-    "yolo": "model_loaders.families.yolo",
-    "florence2": "model_loaders.families.florence2",
-    "qwen2_5_vl": "model_loaders.families.vlm",
-    "paligemma": "model_loaders.families.vlm",
-    "mllama": "model_loaders.families.vlm",
-    "qwen3_vl": "model_loaders.families.vlm",
-    "smolvlm": "model_loaders.families.vlm",
-    "gemini": "model_loaders.families.gemini",
-    # Families that are registered (so users see them and their licences) but never run here.
-    "cogvlm": None,
-    "rfdetr_plus": None,
-}
-
-NOT_RUN_HERE: dict[str, tuple[str, str]] = {
-    "cogvlm": ("needs remote code", "needs its own remote code (trust_remote_code), which this app never runs: not run locally."),
-    "rfdetr_plus": (
-        "not run here",
-        "ships only in Roboflow's rfdetr-plus package under its Platform Model License: not run here.",
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -70,7 +44,14 @@ class FamilyModule(Protocol):
 
 @dataclass(frozen=True)
 class Availability:
-    """Whether a model can run in this process, and if not, why (short text)."""
+    """Whether a model can run in this process, and if not, why (short text).
+
+    Attributes:
+        ok: it can run.
+        status: a few words for tables and pickers ("ready", "gated: set HF_TOKEN", ...).
+        reason: a sentence for the user, naming the model and what to do.
+        kind: machine-readable reason (an ``UnavailableKind``), "" when ok.
+    """
 
     ok: bool
     status: str
@@ -94,25 +75,25 @@ def family_module(spec: ModelSpec) -> FamilyModule:
     avail = availability(spec, weights="random")
     if not avail.ok and avail.kind in ("coming", "remote_code", "missing_extra"):
         raise ModelUnavailable(spec.key, avail.kind, avail.reason)  # type: ignore[arg-type]
-    return importlib.import_module(FAMILY_MODULES[spec.family])  # type: ignore[arg-type,return-value]
-
-
-def hf_token() -> str | None:
-    """The Hugging Face token from the environment, if any."""
-    return os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN") or None
+    return importlib.import_module(FAMILIES[spec.family].module)  # type: ignore[arg-type,return-value]
 
 
 def availability(spec: ModelSpec, weights: WeightsMode) -> Availability:
-    """Can ``spec`` run here under ``weights``? Checks are cheap: nothing is imported or loaded.
+    """Can ``spec`` run here under ``weights``, memory aside? Cheap: nothing is imported or loaded.
 
     The order follows what a user must fix first: code missing, extra missing, key missing,
-    then gating (only for real Hub weights).
+    then gating (only for real Hub weights). Memory is checked by ``AppContext.availability``.
     """
-    if spec.needs_remote_code or spec.family in NOT_RUN_HERE:
-        status, why = NOT_RUN_HERE.get(spec.family, NOT_RUN_HERE["cogvlm"])
+    from model_loaders.core.hub import hf_token
+
+    family = FAMILIES.get(spec.family)
+    if family is not None and family.not_run is not None:
+        status, why = family.not_run
         return Availability(False, status, f"{spec.name} {why}", "remote_code")
-    module = FAMILY_MODULES.get(spec.family)
-    if module is None or not _module_exists(module):
+    if spec.needs_remote_code:
+        return Availability(False, "needs remote code", f"{spec.name} runs only with its own code from the Hub, "
+                            "which this app never executes.", "remote_code")  # fmt: skip
+    if family is None or family.module is None or not _module_exists(family.module):
         return Availability(False, "coming", f"{spec.name}: support is coming in a later release.", "coming")
     if spec.extra_module and not _module_exists(spec.extra_module):
         return Availability(

@@ -1,4 +1,4 @@
-"""Server-side validation of text and numbers (Gradio enforces neither max_length nor NaN)."""
+"""Server-side validation of text and numbers from requests (the UI enforces neither a text cap nor finite numbers)."""
 
 from __future__ import annotations
 

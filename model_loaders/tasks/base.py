@@ -1,0 +1,140 @@
+"""What every task shares: checking a user's model pick, decoding the image once, and the seam
+where backends plug in.
+
+The task layer is the only place that runs a model. Each task module (``segment``, ``depth``,
+``detect``, ``ask``) asks `model_for` for an object implementing its protocol
+(``core.protocols``) and never cares where it runs:
+
+- the ``LocalBackend`` (the default) pins the model in this process's shared cache;
+- a remote backend (an OpenAI-compatible engine for ``ask``, Ray Serve for the vision tasks)
+  registers itself in ``ctx.backends`` and is asked first; it says which (model, task) pairs
+  it serves.
+
+Tabs, the API, MCP tools, Compare and Workflow all call the task functions, so the same model
+with the same settings gives the same result everywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from model_loaders.core.errors import InputError, ModelUnavailable
+from model_loaders.core.images import DecodedImage, decode_image
+from model_loaders.core.protocols import TASK_PROTOCOLS
+from model_loaders.core.registry import get_spec
+from model_loaders.core.results import Timings
+from model_loaders.core.specs import ModelSpec, Task
+
+DOING = {"ask": "answer questions", "detect": "detect objects", "segment": "segment", "depth": "estimate depth"}
+
+
+class Backend(Protocol):
+    """Somewhere models run. ``serves`` says which (model, task) pairs; ``model`` yields one."""
+
+    name: str
+
+    def serves(self, spec: ModelSpec, task: Task) -> bool:
+        """True when this backend runs ``spec`` for ``task``."""
+        ...
+
+    def model(self, ctx: Any, spec: ModelSpec, task: Task, timings: Timings) -> contextlib.AbstractContextManager[Any]:
+        """A context manager yielding an object implementing ``task``'s protocol."""
+        ...
+
+
+class LocalBackend:
+    """In this process, through the shared model cache (pinned for the duration of the block)."""
+
+    name = "local"
+
+    def serves(self, spec: ModelSpec, task: Task) -> bool:
+        """The local backend runs everything that can run here."""
+        return True
+
+    def model(self, ctx: Any, spec: ModelSpec, task: Task, timings: Timings) -> contextlib.AbstractContextManager[Any]:
+        """Pin ``spec``'s model in ``ctx``'s cache."""
+        return ctx.use(spec.key, timings)
+
+
+LOCAL = LocalBackend()
+
+
+def backend_for(ctx: Any, spec: ModelSpec, task: Task) -> Backend:
+    """The first configured backend that serves (``spec``, ``task``); the local one otherwise."""
+    for backend in getattr(ctx, "backends", ()):
+        if backend.serves(spec, task):
+            return backend
+    return LOCAL
+
+
+@contextlib.contextmanager
+def model_for(ctx: Any, spec: ModelSpec, task: Task, timings: Timings) -> Iterator[Any]:
+    """An object implementing ``task``'s protocol for ``spec``, from whichever backend serves it.
+
+    Raises:
+        ModelUnavailable: the model cannot run (here or on its backend).
+    """
+    with backend_for(ctx, spec, task).model(ctx, spec, task, timings) as model:
+        if not isinstance(model, TASK_PROTOCOLS[task]):
+            raise ModelUnavailable(spec.key, "load_failed", f"{spec.name} cannot {DOING[task]} here.")
+        yield model
+
+
+def checked_spec(ctx: Any, key: Any, task: Task, what: str = "") -> ModelSpec:
+    """The spec of a user-picked ``key`` that can do ``task`` and run here, before anything loads.
+
+    Raises:
+        InputError: no model picked, an unknown model, or one that cannot do ``task``.
+        ModelUnavailable: a model that cannot run here (with the reason).
+    """
+    if not isinstance(key, str) or not key.strip():
+        raise InputError("Choose a model.")
+    try:
+        spec = get_spec(key.strip())
+    except ModelUnavailable as exc:
+        raise InputError(exc.message) from None
+    if task not in spec.tasks:
+        raise InputError(f"{spec.name} cannot {DOING[task]}: pick {what or f'a model of the {task} task'}.")
+    avail = ctx.availability(spec)
+    if not avail.ok:
+        raise ModelUnavailable(spec.key, avail.kind, avail.reason)  # type: ignore[arg-type]
+    return spec
+
+
+def image_of(ctx: Any, source: Any, **kwargs: Any) -> DecodedImage:
+    """A decoded image from a request's value (through the upload gate), or one decoded already."""
+    if isinstance(source, DecodedImage):
+        return source
+    if source is None:
+        raise InputError("Upload an image first (or pick an example).")
+    return decode_image(source, gate=ctx.uploads, **kwargs)
+
+
+def models_for(
+    ctx: Any, task: Task, where: Any = None
+) -> tuple[list[ModelSpec], list[tuple[ModelSpec, str]]]:
+    """Models that can do ``task`` (home-task models first, registry order).
+
+    Args:
+        ctx: the app context (its availability checks: code, extras, keys, gating, memory).
+        task: the task.
+        where: an optional capability test on the spec (e.g. "scores its boxes").
+
+    Returns:
+        (runnable here, [(not runnable here, why)]).
+    """
+    from model_loaders.core.registry import specs_for_task
+
+    ready: list[ModelSpec] = []
+    not_here: list[tuple[ModelSpec, str]] = []
+    for spec in specs_for_task(task):
+        if where is not None and not where(spec):
+            continue
+        avail = ctx.availability(spec)
+        if avail.ok:
+            ready.append(spec)
+        else:
+            not_here.append((spec, avail.status))
+    return ready, not_here
