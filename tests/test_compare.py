@@ -11,8 +11,8 @@ from model_loaders.core.availability import Availability, LoadSettings
 from model_loaders.core.cache import ModelCache
 from model_loaders.core.context import AppContext
 from model_loaders.core.errors import InputError, ModelUnavailable
-from model_loaders.core.results import Timings
 from model_loaders.core.registry import get_spec
+from model_loaders.core.results import Timings
 from model_loaders.tasks.compare import check_models as check_compare_keys
 from model_loaders.tasks.compare import run_each
 
