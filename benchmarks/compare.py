@@ -38,8 +38,9 @@ def main() -> None:
 
     import app
     from model_loaders.core.device import resolve_device
-    from model_loaders.core.images import decode_image
-    from model_loaders.tasks import runners
+    from model_loaders.tasks import compare as tc
+    from model_loaders.tasks import depth, detect
+    from model_loaders.tasks.base import image_of
     from tabs import compare
 
     ctx = app.make_context("random", resolve_device(args.device))
@@ -47,19 +48,19 @@ def main() -> None:
     kwargs = {"confidence": 0.3} if args.task == "detect" else {}
 
     def single(key: str) -> None:
-        decoded = decode_image(args.image)
+        decoded = image_of(ctx, args.image)
         if args.task == "detect":
-            runners.detect(ctx, key, decoded, confidence=0.3)
+            detect.detections(ctx, decoded, key, confidence=0.3)
         else:
-            runners.depth(ctx, key, decoded)
+            depth.estimate(ctx, decoded, key)
 
     extra_ms: list[float] = []  # what a comparison adds on top of the runs: agreement + views
 
     def comparison() -> None:
-        cmp = compare.run_compare(ctx, args.image, args.task, keys, **kwargs)
+        cmp = tc.compare(ctx, args.image, args.task, keys, **kwargs)
         assert all(r.ok for r in cmp.runs), [r.error for r in cmp.runs]
         t = time.perf_counter()
-        compare.compute_agreement(args.task, cmp.runs)
+        tc.compute_agreement(args.task, cmp.runs)
         compare.gallery_items(cmp, ctx.weights_warning)
         compare.latency_figure(cmp)
         compare.agreement_figure(cmp)

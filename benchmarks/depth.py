@@ -47,6 +47,7 @@ def main() -> None:
 
     import app
     import tabs
+    from model_loaders.tasks.base import image_of
     from tabs import depth as D
     from tabs._examples import example_paths
 
@@ -57,7 +58,7 @@ def main() -> None:
     args = p.parse_args()
 
     ctx = app.make_context("random", args.device)
-    tmp = Path(tempfile.mkdtemp(prefix="vp-bench-depth-"))
+    tmp = Path(tempfile.mkdtemp(prefix="vp-bench-depth-", dir=ctx.uploads.roots[0]))  # an upload: the gate reads it
     src = tmp / "bench.png"
     Image.open(example_paths()[2]).convert("RGB").resize((SIZE, SIZE), Image.Resampling.BICUBIC).save(src)
     upload = {"path": str(src), "orig_name": src.name}
@@ -68,7 +69,7 @@ def main() -> None:
     with socket.socket() as sock:  # a free port, so a running app on 7860 is not disturbed
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **app.launch_options(port=port))
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **app.launch_options(port=port, ctx=ctx, demo=demo))
     client = Client(url, verbose=False)
     # Same call without fetching the five result files: separates transfer from server work.
     links_only = Client(url, verbose=False, download_files=False)
@@ -78,7 +79,7 @@ def main() -> None:
     )
     try:
         with ctx.use(args.model) as bundle:
-            image = D.decode_image(upload).array
+            image = image_of(ctx, upload).array
             pixel_values = bundle.processor(images=image.copy(), return_tensors="pt")["pixel_values"]
             pixel_values = pixel_values.to(bundle.device, bundle.dtype)
             print(f"model input {tuple(pixel_values.shape)}")
@@ -96,7 +97,7 @@ def main() -> None:
                 _, stats, _, state = D.compute(ctx, upload, args.model)
                 compute_ms = _ms(start)
                 start = time.perf_counter()
-                D.render(state, "Spectral_r", False, 60)
+                D.render(ctx, state, "Spectral_r", False, 60)
                 return compute_ms, _ms(start), stats["timings"]["inference_ms"]
 
             def via_client() -> tuple[float, float]:

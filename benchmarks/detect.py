@@ -51,15 +51,15 @@ def main() -> None:
 
     import app
     from model_loaders.core.errors import ModelUnavailable
-    from model_loaders.core.images import decode_image
     from model_loaders.families.detectors import DetectorBundle, gdino_prompt
+    from model_loaders.tasks.base import image_of
     from tabs import detect
     from tabs._examples import example_paths
 
     ctx = app.make_context("random", args.device)
     handlers = detect.make_handlers(ctx)
     image_path = example_paths()[0]
-    image = np.array(decode_image(image_path).array)
+    image = np.array(image_of(ctx, image_path).array)
     print(f"device={ctx.settings.device} torch_threads={torch.get_num_threads()} image={image.shape[1]}x{image.shape[0]} "
           f"repeats={args.repeats} (medians, ms)")
     print(f"{'model':22} {'params_M':>8} {'forward':>9} {'handler':>9} {'ratio':>6}")

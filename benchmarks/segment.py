@@ -2,7 +2,7 @@
 
 The first click on an image runs the image encoder; later clicks reuse the session's cached
 embedding and only run the prompt encoder + mask decoder. Measured through the tab's own
-handlers (`tabs.segment.click` + `render`, as the server runs them) on one example image,
+handlers (`tasks.segment_session.click` + the tab's `render`, as the server runs them) on one example image,
 after one warm-up image so one-off costs (model load, first-call kernels) are not counted.
 
 Usage: .venv/bin/python benchmarks/segment.py [--models tiny,large] [--clicks 10] [--device cpu]
@@ -26,6 +26,7 @@ def main() -> None:
     import torch
 
     import app
+    from model_loaders.tasks import segment_session as ss
     from tabs import segment as S
     from tabs._examples import example_paths
 
@@ -46,27 +47,27 @@ def main() -> None:
             pass
         load_s = time.perf_counter() - t0
         # Warm-up on another image: first-call costs are not what a user pays per image.
-        warm = S.set_image(ctx, S.SegmentSession(), {"path": warm_path})
-        S.click(ctx, warm, 50, 50, S.POINT_MODE, S.INCLUDE, key)
+        warm = ss.set_image(ctx, ss.SegmentSession(), {"path": warm_path})
+        ss.click(ctx, warm, 50, 50, False, True, key)
         S.render(ctx, warm)
 
-        session = S.set_image(ctx, S.SegmentSession(), {"path": image_path})
+        session = ss.set_image(ctx, ss.SegmentSession(), {"path": image_path})
         w, h = session.image.size  # type: ignore[union-attr]
         start = time.perf_counter()
-        S.click(ctx, session, w * 0.5, h * 0.5, S.POINT_MODE, S.INCLUDE, key)
+        ss.click(ctx, session, w * 0.5, h * 0.5, False, True, key)
         S.render(ctx, session)
         first_ms = (time.perf_counter() - start) * 1000.0
-        first_line = session.timing
+        first_line = S.step_line(ctx, session)
         later: list[float] = []
         decode: list[float] = []
         for i in range(args.clicks):
             x, y = w * (0.2 + 0.06 * i), h * (0.3 + 0.04 * i)
             start = time.perf_counter()
-            S.click(ctx, session, x, y, S.POINT_MODE, S.EXCLUDE if i % 3 == 2 else S.INCLUDE, key)
+            ss.click(ctx, session, x, y, False, i % 3 != 2, key)
             S.render(ctx, session)
             later.append((time.perf_counter() - start) * 1000.0)
             decode.append(session.prediction.decode_ms)  # type: ignore[union-attr]
-            assert "cached" in session.timing, session.timing  # the encoder must not run again
+            assert session.step.encoded_ms is None, "the encoder must not run again"  # type: ignore[union-attr]
         median = statistics.median(later)
         rows.append((key, load_s, first_ms, median, median / first_ms))
         print(f"{key}: load {load_s:.1f} s | first click {first_ms:,.0f} ms ({first_line.split(' · ')[0]})")

@@ -28,5 +28,14 @@ def ImageInput(**kwargs: Any) -> gr.Image:  # noqa: N802 - used like the compone
     custom component to Gradio (its own front end, a generated ``.pyi`` next to this file).
     """
     image = gr.Image(**kwargs)
+    image.api_info()  # describe it to API and MCP clients as the plain image input it is (cached)
     image.data_model = AnyImagePayload  # type: ignore[assignment]
     return image
+
+
+def JsonInput(schema: dict[str, Any], **kwargs: Any) -> gr.JSON:  # noqa: N802 - used like the component it builds
+    """A ``gr.JSON`` input whose API and MCP schema says what it takes (``gr.JSON`` says "anything",
+    as ``{"type": {}}``, which MCP clients reject)."""
+    component = gr.JSON(**kwargs)
+    component.api_info = lambda: dict(schema)  # type: ignore[method-assign]
+    return component

@@ -151,6 +151,10 @@ def build(ctx: AppContext) -> None:
             The downloads (colour PNG, 16-bit PNG with a JSON sidecar, float32 .npy, .ply point
             cloud), summary statistics and what the values mean, and the timing line.
         """
+        return compute(ctx, image, model, colormap, invert, fov_degrees)[:3]
+
+    @user_errors
+    def on_run(image: Any, model: Any, colormap: Any, invert: Any, fov_degrees: Any) -> tuple[Any, ...]:
         return compute(ctx, image, model, colormap, invert, fov_degrees)
 
     @user_errors
@@ -171,12 +175,12 @@ def build(ctx: AppContext) -> None:
     render_inputs = [state, colormap, invert, fov]
     reset = "Click the map to read a value."
 
-    run.click(depth, run_inputs, run_outputs, api_name="depth", preprocess=False, **MODEL_EVENT).success(
+    run.click(on_run, run_inputs, run_outputs, api_visibility="private", preprocess=False, **MODEL_EVENT).success(
         on_render, render_inputs, view_outputs, api_visibility="private", **LIGHT_EVENT
     ).success(lambda: reset, None, readout, api_visibility="private", **LIGHT_EVENT)
     # Picking an example runs it straight away (same handler, not a second public endpoint).
     examples.load_input_event.then(
-        depth, run_inputs, run_outputs, api_visibility="private", preprocess=False, **MODEL_EVENT
+        on_run, run_inputs, run_outputs, api_visibility="private", preprocess=False, **MODEL_EVENT
     ).success(on_render, render_inputs, view_outputs, api_visibility="private", **LIGHT_EVENT).success(
         lambda: reset, None, readout, api_visibility="private", **LIGHT_EVENT
     )
@@ -190,3 +194,9 @@ def build(ctx: AppContext) -> None:
         **LIGHT_EVENT,
     )
     pick.select(on_pick, [state], readout, api_visibility="private", **LIGHT_EVENT)
+    # The public endpoint returns what an API client can use (no session state: MCP clients and
+    # gradio_client cannot carry it between calls).
+    api_btn = gr.Button(visible=False)
+    api_btn.click(depth, run_inputs, [files, stats, timing], api_name="depth", preprocess=False,
+                  api_description="Estimate depth from one photo: downloads whose values can be recovered "
+                  "(16-bit PNG + JSON, float32 .npy, .ply), summary statistics, timings.", **MODEL_EVENT)  # fmt: skip

@@ -49,7 +49,7 @@ def build(ctx: AppContext) -> None:
         "installed, API key or HF token set)."
     )
     with gr.Row():
-        status = gr.Markdown(status_markdown(ctx), elem_id="model-status", label="status")
+        status_md = gr.Markdown(status_markdown(ctx), elem_id="model-status", label="status")
         refresh = gr.Button("Refresh status", size="sm", scale=0)
     gr.Dataframe(
         value=table_rows(ctx),
@@ -62,4 +62,9 @@ def build(ctx: AppContext) -> None:
         pinned_columns=1,
         elem_id="model-table",
     )
-    refresh.click(lambda: status_markdown(ctx), None, status, api_name="status", **LIGHT_EVENT)
+    def status() -> str:
+        """This server's status: device, weights mode, loaded models and memory budget (Markdown)."""
+        return status_markdown(ctx)
+
+    refresh.click(status, None, status_md, api_name="status", api_description="This server's status: device, weights "
+                  "mode, loaded models, memory budget.", **LIGHT_EVENT)  # fmt: skip

@@ -20,7 +20,7 @@ from model_loaders.core.errors import InputError
 from model_loaders.tasks import segment_session as ss
 from model_loaders.tasks.segment import segment_request
 from tabs import _render as draw
-from tabs._components import ImageInput
+from tabs._components import ImageInput, JsonInput
 from tabs._errors import user_errors
 from tabs._events import LIGHT_EVENT, MODEL_EVENT
 from tabs._examples import example_paths
@@ -233,9 +233,11 @@ def build(ctx: AppContext) -> None:
         click_y = gr.Number(label="y (working-image pixels)")
         click_btn = gr.Button("click")
         api_image = ImageInput(label="image", type="filepath")
-        api_points = gr.JSON(label="points: [[x, y], ...] in image pixels", value=[[200, 150]])
-        api_labels = gr.JSON(label="labels: 1 include, 0 exclude, one per point", value=[1])
-        api_box = gr.JSON(label="box: [x1, y1, x2, y2] in image pixels, or null", value=None)
+        xy = {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2}
+        api_points = JsonInput({"type": "array", "items": xy}, label="points", value=[[200, 150]])
+        api_labels = JsonInput({"type": "array", "items": {"type": "integer", "enum": [0, 1]}}, label="labels", value=[1])
+        api_box = JsonInput({"anyOf": [{"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4},
+                                       {"type": "null"}]}, label="box", value=None)  # fmt: skip
         api_model = gr.Textbox(label="model", value=model.value)
         api_multimask = gr.Checkbox(value=True, label="multimask")
         api_btn = gr.Button("segment")

@@ -279,3 +279,22 @@ def test_importing_ultralytics_leaves_pil_open_alone(upload_path, gate):
     bad.write_bytes(b"hello" * 10)
     with pytest.raises(ImageInputError, match="not a readable image"):
         decode_image({"path": str(bad)}, gate=gate)
+
+
+def test_the_same_model_and_thresholds_give_the_same_boxes_in_detect_compare_and_workflow(ctx, handlers) -> None:
+    import numpy as np
+
+    from model_loaders.tasks import compare as tc
+    from model_loaders.tasks import workflow as wf
+
+    payload, _ = handlers["api"](CAT, "rf-detr-nano", 0.0, 0.7, "")
+    detect_boxes = np.array([d["box"] for d in payload["detections"]])
+    assert len(detect_boxes) > 10
+    cmp = tc.compare(ctx, CAT, "detect", ["rf-detr-nano", "d-fine-nano"], confidence=0.0)  # IoU: the model's 0.7
+    compare_boxes = cmp.runs[0].result.xyxy / cmp.image.scale
+    np.testing.assert_allclose(np.round(compare_boxes, 1), detect_boxes, atol=0.051)
+    run = wf.run_workflow(ctx, CAT, "rf-detr-nano", "", 0.0, 0, "qwen2.5-vl-3b", wf.schema_json(wf.BOOK_SCHEMA),
+                          max_new_tokens=2)  # fmt: skip
+    merged = wf.merge_duplicates(cmp.runs[0].result)
+    np.testing.assert_allclose(run.detections.xyxy, merged.xyxy[: len(run.detections)])
+    assert len(run.rows) == min(len(merged), 32)

@@ -107,6 +107,24 @@ def test_model_loaders_imports_only_point_downwards(layer):
     assert not offenders, offenders
 
 
+def test_tabs_only_reach_models_through_the_task_layer():
+    offenders = []
+    for path in (ROOT / "tabs").glob("*.py"):
+        offenders += [f"{path.name} imports {n}" for n in _project_imports(path) if n.startswith("model_loaders.families")]
+    assert not offenders, offenders
+
+
+def test_tabs_never_name_a_family_or_a_registry_key():
+    from model_loaders.core.registry import FAMILIES, REGISTRY
+
+    names = set(FAMILIES) | set(REGISTRY)
+    offenders = []
+    for path in (ROOT / "tabs").glob("*.py"):
+        text = path.read_text()
+        offenders += [f"{path.name}: {n}" for n in names if re.search(r"[\"']" + re.escape(n) + r"[\"']", text)]
+    assert not offenders, offenders
+
+
 def test_tabs_never_import_torch_or_transformers_at_module_level():
     heavy = {"torch", "transformers", "ultralytics"}
     offenders = [p.name for p in (ROOT / "tabs").glob("*.py") if heavy & _imports(p, True)]

@@ -225,11 +225,33 @@ def open_gates(model: Any) -> None:
                 param.fill_(math.pi / 4)
 
 
-def architecture(spec: ModelSpec, family: ChatFamily) -> Any:
-    """The checkpoint's architecture at real size, random weights."""
+def adapter(family_of: Callable[[ModelSpec], ChatFamily]) -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
+    """A chat family module's ``offline_parts``, ``architecture`` and ``load``, from its `ChatFamily`.
+
+    Args:
+        family_of: the family of a spec (one module may hold several, e.g. Qwen2.5-VL and Qwen3-VL).
+    """
+
+    def offline_parts(spec: ModelSpec, tiny: bool) -> tuple[Any, Any]:
+        """(config, processor) for ``random`` (real size) or ``tiny`` weights, built with no download."""
+        return family_of(spec).offline(spec, tiny)
+
+    def build(spec: ModelSpec, tiny: bool = False) -> Any:
+        """The checkpoint's architecture (real size, or shrunken with ``tiny``), random weights."""
+        return architecture(spec, family_of(spec), tiny)
+
+    def load_spec(spec: ModelSpec, settings: LoadSettings) -> VLMBundle:
+        """Load the model (hub checkpoint, random real size, or tiny)."""
+        return load(spec, settings, family_of(spec))
+
+    return offline_parts, build, load_spec
+
+
+def architecture(spec: ModelSpec, family: ChatFamily, tiny: bool = False) -> Any:
+    """The checkpoint's architecture (real size, or shrunken with ``tiny``), random weights."""
     import transformers
 
-    return getattr(transformers, family.model_class)(family.offline(spec, False)[0])
+    return getattr(transformers, family.model_class)(family.offline(spec, tiny)[0])
 
 
 def load(spec: ModelSpec, settings: LoadSettings, family: ChatFamily) -> VLMBundle:

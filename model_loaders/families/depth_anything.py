@@ -164,11 +164,11 @@ def offline_parts(spec: ModelSpec, tiny: bool) -> tuple[Any, Any]:
     return build_config("tiny" if tiny else spec.variant, max_depth), build_processor()
 
 
-def architecture(spec: ModelSpec) -> Any:
-    """The checkpoint's architecture at real size, random weights."""
+def architecture(spec: ModelSpec, tiny: bool = False) -> Any:
+    """The checkpoint's architecture (real size, or shrunken with ``tiny``), random weights."""
     from transformers import DepthAnythingForDepthEstimation
 
-    return DepthAnythingForDepthEstimation(offline_parts(spec, tiny=False)[0])
+    return DepthAnythingForDepthEstimation(offline_parts(spec, tiny)[0])
 
 
 def load(spec: ModelSpec, settings: LoadSettings) -> DepthBundle:

@@ -138,10 +138,10 @@ def variant_of(spec: ModelSpec) -> tuple[str, str]:
     return arch, size
 
 
-def architecture(spec: ModelSpec) -> Any:
-    """The checkpoint's architecture at real size, random weights."""
+def architecture(spec: ModelSpec, tiny: bool = False) -> Any:
+    """The checkpoint's architecture (real size, or shrunken with ``tiny``), random weights."""
     arch, _ = variant_of(spec)
-    return _model_class(arch)(offline_parts(spec, tiny=False)[0])
+    return _model_class(arch)(offline_parts(spec, tiny)[0])
 
 
 def load(spec: ModelSpec, settings: LoadSettings) -> DetectorBundle:

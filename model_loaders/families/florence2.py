@@ -187,11 +187,11 @@ def offline_parts(spec: ModelSpec, tiny: bool) -> tuple[Any, Any]:
     return config, processor
 
 
-def architecture(spec: ModelSpec) -> Any:
-    """The checkpoint's architecture at real size, random weights."""
+def architecture(spec: ModelSpec, tiny: bool = False) -> Any:
+    """The checkpoint's architecture (real size, or shrunken with ``tiny``), random weights."""
     from transformers import Florence2ForConditionalGeneration
 
-    return Florence2ForConditionalGeneration(offline_parts(spec, tiny=False)[0])
+    return Florence2ForConditionalGeneration(offline_parts(spec, tiny)[0])
 
 
 def load(spec: ModelSpec, settings: LoadSettings) -> Florence2Bundle:

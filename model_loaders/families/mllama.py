@@ -8,12 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from model_loaders.core.availability import LoadSettings
 from model_loaders.core.errors import ModelUnavailable
 from model_loaders.core.specs import ModelSpec
-from model_loaders.families.chat_vlm import ChatFamily, VLMBundle, open_gates
-from model_loaders.families.chat_vlm import architecture as _architecture
-from model_loaders.families.chat_vlm import load as _load
+from model_loaders.families.chat_vlm import ChatFamily, adapter, open_gates
 
 # A Llama 3.1 decoder with gated cross-attention layers every 5th layer from 3.
 _MLLAMA_REAL = {
@@ -67,16 +64,5 @@ def _mllama_offline(spec: ModelSpec, tiny: bool) -> tuple[Any, Any]:
 FAMILY = ChatFamily("MllamaForConditionalGeneration", _mllama_offline, after_build=open_gates)
 
 
-def offline_parts(spec: ModelSpec, tiny: bool) -> tuple[Any, Any]:
-    """(config, processor) for ``random`` (real size) or ``tiny`` weights, built with no download."""
-    return _mllama_offline(spec, tiny)
-
-
-def architecture(spec: ModelSpec) -> Any:
-    """The checkpoint's architecture at real size, random weights."""
-    return _architecture(spec, FAMILY)
-
-
-def load(spec: ModelSpec, settings: LoadSettings) -> VLMBundle:
-    """Load a Llama 3.2 Vision model (hub checkpoint, random real size, or tiny)."""
-    return _load(spec, settings, FAMILY)
+# The adapter's entry points (see chat_vlm.adapter).
+offline_parts, architecture, load = adapter(lambda spec: FAMILY)

@@ -12,12 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from model_loaders.core.availability import LoadSettings
 from model_loaders.core.errors import ModelUnavailable
 from model_loaders.core.specs import ModelSpec
-from model_loaders.families.chat_vlm import ChatFamily, VLMBundle
-from model_loaders.families.chat_vlm import architecture as _architecture
-from model_loaders.families.chat_vlm import load as _load
+from model_loaders.families.chat_vlm import ChatFamily, adapter
 from model_loaders.families.generation import neutralise_user_text
 from model_loaders.families.grounding import Grounding, parse_paligemma
 
@@ -95,16 +92,5 @@ FAMILY = ChatFamily("PaliGemmaForConditionalGeneration", _paligemma_offline, pro
                     grounding_question=grounding_question)  # fmt: skip
 
 
-def offline_parts(spec: ModelSpec, tiny: bool) -> tuple[Any, Any]:
-    """(config, processor) for ``random`` (real size) or ``tiny`` weights, built with no download."""
-    return _paligemma_offline(spec, tiny)
-
-
-def architecture(spec: ModelSpec) -> Any:
-    """The checkpoint's architecture at real size, random weights."""
-    return _architecture(spec, FAMILY)
-
-
-def load(spec: ModelSpec, settings: LoadSettings) -> VLMBundle:
-    """Load a PaliGemma 2 model (hub checkpoint, random real size, or tiny)."""
-    return _load(spec, settings, FAMILY)
+# The adapter's entry points (see chat_vlm.adapter).
+offline_parts, architecture, load = adapter(lambda spec: FAMILY)

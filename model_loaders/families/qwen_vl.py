@@ -14,12 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from model_loaders.core.availability import LoadSettings
 from model_loaders.core.errors import ModelUnavailable
 from model_loaders.core.specs import ModelSpec
-from model_loaders.families.chat_vlm import ChatFamily, VLMBundle, json_grounding_question
-from model_loaders.families.chat_vlm import architecture as _architecture
-from model_loaders.families.chat_vlm import load as _load
+from model_loaders.families.chat_vlm import ChatFamily, adapter, json_grounding_question
 from model_loaders.families.grounding import Grounding, parse_qwen
 
 # Image size cap: at most this many pixels reach the vision tower (the default allows 12.8 MP,
@@ -179,16 +176,5 @@ FAMILIES = {
 }  # fmt: skip
 
 
-def offline_parts(spec: ModelSpec, tiny: bool) -> tuple[Any, Any]:
-    """(config, processor) for ``random`` (real size) or ``tiny`` weights, built with no download."""
-    return FAMILIES[spec.family].offline(spec, tiny)
-
-
-def architecture(spec: ModelSpec) -> Any:
-    """The checkpoint's architecture at real size, random weights."""
-    return _architecture(spec, FAMILIES[spec.family])
-
-
-def load(spec: ModelSpec, settings: LoadSettings) -> VLMBundle:
-    """Load a Qwen-VL model (hub checkpoint, random real size, or tiny)."""
-    return _load(spec, settings, FAMILIES[spec.family])
+# The adapter's entry points (see chat_vlm.adapter).
+offline_parts, architecture, load = adapter(lambda spec: FAMILIES[spec.family])

@@ -148,11 +148,11 @@ def offline_parts(spec: ModelSpec, tiny: bool, video: bool = False) -> tuple[Any
     return config, processor_for(int(prompt_size if isinstance(prompt_size, int) else prompt_size[0]))
 
 
-def architecture(spec: ModelSpec) -> Any:
-    """The checkpoint's full architecture at real size (video model), random weights."""
+def architecture(spec: ModelSpec, tiny: bool = False) -> Any:
+    """The checkpoint's full architecture (the video model; real size, or shrunken with ``tiny``)."""
     from transformers import Sam2VideoModel
 
-    return Sam2VideoModel(offline_parts(spec, tiny=False, video=True)[0])
+    return Sam2VideoModel(offline_parts(spec, tiny, video=True)[0])
 
 
 @dataclass

@@ -8,12 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from model_loaders.core.availability import LoadSettings
 from model_loaders.core.errors import ModelUnavailable
 from model_loaders.core.specs import ModelSpec
-from model_loaders.families.chat_vlm import ChatFamily, VLMBundle
-from model_loaders.families.chat_vlm import architecture as _architecture
-from model_loaders.families.chat_vlm import load as _load
+from model_loaders.families.chat_vlm import ChatFamily, adapter
 
 # SmolVLM splits an image into 512 px tiles (64 tokens each) plus a global view after resizing its
 # longest edge to this; the checkpoint's 2048 upscales even small photos to 17 tiles (~1.1k image
@@ -74,16 +71,5 @@ FAMILY = ChatFamily("Idefics3ForConditionalGeneration", _smolvlm_offline,
                     {"size": {"longest_edge": SMOLVLM_LONGEST_EDGE}})  # fmt: skip
 
 
-def offline_parts(spec: ModelSpec, tiny: bool) -> tuple[Any, Any]:
-    """(config, processor) for ``random`` (real size) or ``tiny`` weights, built with no download."""
-    return _smolvlm_offline(spec, tiny)
-
-
-def architecture(spec: ModelSpec) -> Any:
-    """The checkpoint's architecture at real size, random weights."""
-    return _architecture(spec, FAMILY)
-
-
-def load(spec: ModelSpec, settings: LoadSettings) -> VLMBundle:
-    """Load a SmolVLM model (hub checkpoint, random real size, or tiny)."""
-    return _load(spec, settings, FAMILY)
+# The adapter's entry points (see chat_vlm.adapter).
+offline_parts, architecture, load = adapter(lambda spec: FAMILY)

@@ -115,9 +115,9 @@ def _local_weights(name: str) -> Path | None:
     return None
 
 
-def architecture(spec: ModelSpec) -> Any:
-    """The released architecture at real size, random weights (the ``torch.nn.Module``)."""
-    return load(spec, LoadSettings("random", "cpu")).model.model
+def architecture(spec: ModelSpec, tiny: bool = False) -> Any:
+    """The released architecture (real size, or the ``n`` scale with ``tiny``), random weights."""
+    return load(spec, LoadSettings("tiny" if tiny else "random", "cpu")).model.model
 
 
 def load(spec: ModelSpec, settings: LoadSettings) -> YoloBundle:
