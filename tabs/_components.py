@@ -39,3 +39,9 @@ def JsonInput(schema: dict[str, Any], **kwargs: Any) -> gr.JSON:  # noqa: N802 -
     component = gr.JSON(**kwargs)
     component.api_info = lambda: dict(schema)  # type: ignore[method-assign]
     return component
+
+
+def example(component: Any, value: Any) -> Any:
+    """Set the example value API docs and MCP clients show for ``component`` (a valid call)."""
+    component.example_inputs = lambda: value  # type: ignore[method-assign]
+    return component

@@ -22,7 +22,7 @@ from model_loaders.tasks import ask as ta
 from model_loaders.tasks.base import image_of
 from model_loaders.tasks.structured import MAX_SCHEMA_CHARS, PRESETS, load_schema
 from tabs import _render as draw
-from tabs._components import ImageInput
+from tabs._components import ImageInput, example
 from tabs._errors import user_errors
 from tabs._events import LIGHT_EVENT, MODEL_EVENT
 from tabs._examples import example_paths
@@ -187,10 +187,10 @@ def build(ctx: AppContext) -> None:
     # --- the public API endpoint: image, model, prompt or task, optional schema -------------
     with gr.Row(visible=False):
         api_image = ImageInput(label="image")
-        api_model = gr.Textbox(label="model", value=DEFAULTS["ask"])
-        api_prompt = gr.Textbox(label="prompt", value=(first_menu and ta.task_menu(get_spec(DEFAULTS["ask"]))[0].token)
-                                or "What is in this image?")  # fmt: skip
-        api_schema = gr.Textbox(label="schema", value="")
+        api_model = example(gr.Textbox(label="model", value=DEFAULTS["ask"]), DEFAULTS["ask"])
+        prompt_example = (first_menu and ta.task_menu(get_spec(DEFAULTS["ask"]))[0].token) or "What is in this image?"
+        api_prompt = example(gr.Textbox(label="prompt", value=prompt_example), prompt_example)
+        api_schema = example(gr.Textbox(label="schema", value=""), "")
         api_answer = gr.Textbox(label="answer")
         api_boxes = gr.JSON(label="boxes")
         api_json = gr.JSON(label="json")

@@ -20,7 +20,7 @@ from model_loaders.tasks import compare as tc
 from model_loaders.tasks.base import models_for
 from model_loaders.tasks.compare import METRIC_NAMES, Comparison, ModelRun
 from tabs import _render as draw
-from tabs._components import ImageInput
+from tabs._components import ImageInput, example
 from tabs._errors import user_errors
 from tabs._events import LIGHT_EVENT, MODEL_EVENT
 from tabs._examples import example_paths
@@ -252,9 +252,11 @@ def build(ctx: AppContext) -> None:
                 heatmap = gr.Plot(label="Agreement", elem_id="compare-heatmap")
             pairs = gr.Dataframe(headers=agreement_headers("detect"), interactive=False, wrap=True,
                                  label="Agreement per pair", elem_id="compare-pairs")  # fmt: skip
-    api_models = gr.Textbox(visible=False, label="models", value=",".join(default_models(ctx, "detect")))
-    api_prompt = gr.Textbox(visible=False, label="prompt")
-    api_points = gr.Textbox(visible=False, label="points")
+    api_models = example(gr.Textbox(visible=False, label="models", value=",".join(default_models(ctx, "detect"))),
+                         ",".join(default_models(ctx, "detect")))  # fmt: skip
+    api_prompt = example(gr.Textbox(visible=False, label="prompt"), "cat, cup")
+    example(task, "detect")
+    api_points = example(gr.Textbox(visible=False, label="points"), "")
     api_json = gr.JSON(visible=False, label="comparison")
     api_btn = gr.Button(visible=False)
 

@@ -21,7 +21,7 @@ from model_loaders.core.specs import ModelSpec, Thresholds
 from model_loaders.core.validate import finite_number
 from model_loaders.tasks import detect as td
 from tabs import _render as draw
-from tabs._components import ImageInput
+from tabs._components import ImageInput, example
 from tabs._errors import user_errors
 from tabs._events import LIGHT_EVENT, MODEL_EVENT
 from tabs._examples import example_paths
@@ -185,7 +185,7 @@ def build(ctx: AppContext) -> None:
             chart = gr.Plot(label="Counts per class", elem_id="detect-chart")
             files = gr.File(label="Download (JSON, CSV, COCO JSON)", file_count="multiple", elem_id="detect-files")
     # API-only parts: the classes string and the outputs of the `detect` endpoint.
-    api_classes = gr.Textbox(visible=False, label="classes")
+    api_classes = example(gr.Textbox(visible=False, label="classes"), "")
     api_json = gr.JSON(visible=False, label="detections")
     api_image = gr.Image(visible=False, type="numpy", label="annotated image")
     api_btn = gr.Button(visible=False)

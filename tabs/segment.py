@@ -20,7 +20,7 @@ from model_loaders.core.errors import InputError
 from model_loaders.tasks import segment_session as ss
 from model_loaders.tasks.segment import segment_request
 from tabs import _render as draw
-from tabs._components import ImageInput, JsonInput
+from tabs._components import ImageInput, JsonInput, example
 from tabs._errors import user_errors
 from tabs._events import LIGHT_EVENT, MODEL_EVENT
 from tabs._examples import example_paths
@@ -234,11 +234,14 @@ def build(ctx: AppContext) -> None:
         click_btn = gr.Button("click")
         api_image = ImageInput(label="image", type="filepath")
         xy = {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2}
-        api_points = JsonInput({"type": "array", "items": xy}, label="points", value=[[200, 150]])
-        api_labels = JsonInput({"type": "array", "items": {"type": "integer", "enum": [0, 1]}}, label="labels", value=[1])
-        api_box = JsonInput({"anyOf": [{"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4},
-                                       {"type": "null"}]}, label="box", value=None)  # fmt: skip
-        api_model = gr.Textbox(label="model", value=model.value)
+        api_points = example(JsonInput({"type": "array", "items": xy}, label="points", value=[[200, 150]]),
+                             [[200, 150], [120, 90]])  # fmt: skip
+        api_labels = example(JsonInput({"type": "array", "items": {"type": "integer", "enum": [0, 1]}},
+                                       label="labels", value=[1]), [1, 0])  # fmt: skip
+        api_box = example(JsonInput({"anyOf": [{"type": "array", "items": {"type": "number"}, "minItems": 4,
+                                                "maxItems": 4}, {"type": "null"}]}, label="box", value=None),
+                          None)  # fmt: skip
+        api_model = example(gr.Textbox(label="model", value=model.value), model.value)
         api_multimask = gr.Checkbox(value=True, label="multimask")
         api_btn = gr.Button("segment")
         api_json = gr.JSON(label="masks")

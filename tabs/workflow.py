@@ -20,7 +20,7 @@ from model_loaders.tasks import workflow as wf
 from model_loaders.tasks.structured import PRESETS
 from model_loaders.tasks.workflow import WorkflowRun, rerun_row, run_workflow, write_exports
 from tabs import _render as draw
-from tabs._components import ImageInput
+from tabs._components import ImageInput, example
 from tabs._errors import user_errors
 from tabs._events import LIGHT_EVENT, MODEL_EVENT
 from tabs._examples import ASSETS
@@ -92,6 +92,8 @@ def build(ctx: AppContext) -> None:
                 export_btn = gr.Button("Export JSON + CSV", size="sm", elem_id="workflow-export")
             files = gr.File(label="Downloads", file_count="multiple", elem_id="workflow-files")
     api_json = gr.JSON(visible=False, label="rows")
+    example(classes, DEFAULT_CLASSES)
+    example(schema, wf.schema_json(wf.BOOK_SCHEMA))
     api_btn = gr.Button(visible=False)
 
     def _need(run: WorkflowRun | None) -> WorkflowRun:

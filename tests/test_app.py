@@ -172,3 +172,18 @@ def test_health_answers_outside_the_queue(app_url):
     data = json.loads(body)
     assert data["status"] == "ok" and data["weights"] == "tiny" and data["queue"]["max"] == app.QUEUE_SIZE
     assert {"budget", "room_now", "models"} <= set(data["memory_mb"])
+
+
+def test_every_documented_example_is_a_valid_call(client, app_url):
+    """What the API page and MCP clients show as examples runs as it is (the image aside: ours)."""
+    from gradio_client import handle_file
+
+    info = json.loads(fetch(app_url + "/gradio_api/info")[1])
+    for name, endpoint in info["named_endpoints"].items():
+        args = []
+        for param in endpoint["parameters"]:
+            value = param.get("example_input")
+            if isinstance(value, dict) and "path" in value:  # the example image: send ours
+                value = handle_file(str(app.ASSETS / "cat.jpg"))
+            args.append(value)
+        client.predict(*args, api_name=name)  # raises on an error

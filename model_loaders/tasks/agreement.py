@@ -41,22 +41,19 @@ IOU_THRESHOLD = 0.5
 
 
 def box_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box in ``a`` (N, 4) with every box in ``b`` (M, 4), xyxy; shape (N, M)."""
+    """IoU of every box in ``a`` (N, 4) with every box in ``b`` (M, 4), xyxy; shape (N, M).
+
+    supervision's ``box_iou_batch``, plus one rule of ours: identical boxes agree even when they
+    are degenerate (zero width or height, e.g. clipped at an image edge), where IoU is 0/0.
+    """
+    import supervision as sv
+
     a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
     b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
     if len(a) == 0 or len(b) == 0:
         return np.zeros((len(a), len(b)))
-    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    union = area_a[:, None] + area_b[None, :] - inter
     with np.errstate(divide="ignore", invalid="ignore"):
-        iou = np.where(union > 0, inter / union, 0.0)
-    # Identical boxes agree even when degenerate (zero width or height, e.g. clipped at an edge).
+        iou = np.nan_to_num(sv.box_iou_batch(a, b), nan=0.0)
     same = np.all(a[:, None, :] == b[None, :, :], axis=-1)
     return np.where(same, 1.0, iou)
 
