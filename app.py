@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import inspect
 import logging
 import os
 from pathlib import Path
@@ -149,8 +150,12 @@ def build_app(ctx: Any) -> Any:
             gr.Markdown(f"**Running with {ctx.weights_warning}.**", elem_id="weights-warning")
         for module_name in tabs.TABS:
             module = importlib.import_module(module_name)
-            with gr.Tab(module.TITLE, id=module_name.rsplit(".", 1)[-1]):
-                module.build(ctx)
+            with gr.Tab(module.TITLE, id=module_name.rsplit(".", 1)[-1]) as tab:
+                # A tab whose build takes ``tab`` refreshes something when it is opened.
+                if "tab" in inspect.signature(module.build).parameters:
+                    module.build(ctx, tab=tab)
+                else:
+                    module.build(ctx)
     demo.queue(api_open=False, max_size=ctx.options.get("queue_size", QUEUE_SIZE), default_concurrency_limit=1)
     return demo
 
@@ -207,6 +212,7 @@ def launch_options(
         "state_session_capacity": 2000,
         "footer_links": ["api", "gradio"],
         "theme": gr.themes.Soft(),
+        "css_paths": [str(ROOT / "tabs" / "style.css")],
     }
 
 

@@ -17,7 +17,7 @@ import gradio as gr
 from model_loaders.core.registry import DEFAULTS, get_spec
 from model_loaders.core.specs import ModelSpec, Task
 from model_loaders.tasks.base import models_for
-from tabs._events import LIGHT_EVENT
+from tabs._events import light_event
 
 
 def choice_label(spec: ModelSpec) -> str:
@@ -47,6 +47,11 @@ class Picker:
     note: gr.Markdown
     ready: list[ModelSpec]
 
+    def render(self) -> None:
+        """Place a picker made with ``render=False`` here."""
+        self.dropdown.render()
+        self.note.render()
+
 
 def picker_note(ctx: Any, task: Task, key: Any, where: Callable[[ModelSpec], bool] | None = None) -> str:
     """The note for the chosen ``key``: its licence, then what cannot run here and why."""
@@ -75,6 +80,7 @@ def model_picker(
     label: str = "Model",
     elem_id: str | None = None,
     multiselect: bool = False,
+    render: bool = True,
     **kwargs: Any,
 ) -> Picker:
     """A dropdown of the models that can do ``task`` and run here, with the note under it.
@@ -86,6 +92,7 @@ def model_picker(
             not runnable here: then the first runnable one).
         where: an optional capability test (e.g. only models that score their boxes).
         label, elem_id, multiselect, kwargs: passed to ``gr.Dropdown``.
+        render: ``False`` to place it later with `Picker.render` (e.g. below examples that set it).
     """
     ready, _ = models_for(ctx, task, where)
     keys = [s.key for s in ready]
@@ -93,11 +100,11 @@ def model_picker(
     value: Any = (wanted if wanted in keys else (keys[0] if keys else None)) if not multiselect else (default or [])
     dropdown = gr.Dropdown(
         [(choice_label(s), s.key) for s in ready], value=value, label=label, elem_id=elem_id,
-        multiselect=multiselect, **kwargs,
+        multiselect=multiselect, render=render, **kwargs,
     )  # fmt: skip
     note = gr.Markdown(picker_note(ctx, task, value if isinstance(value, str) else None, where),
-                       elem_id=f"{elem_id}-note" if elem_id else None)  # fmt: skip
+                       elem_id=f"{elem_id}-note" if elem_id else None, render=render)  # fmt: skip
     if not multiselect:
         dropdown.change(lambda key: picker_note(ctx, task, key, where), dropdown, note, api_visibility="private",
-                        show_progress="hidden", **LIGHT_EVENT)  # fmt: skip
+                        **light_event())  # fmt: skip
     return Picker(dropdown, note, ready)

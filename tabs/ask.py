@@ -22,9 +22,10 @@ from model_loaders.tasks import ask as ta
 from model_loaders.tasks.base import image_of
 from model_loaders.tasks.structured import MAX_SCHEMA_CHARS, PRESETS, load_schema
 from tabs import _render as draw
+from tabs._checks import guard_upload, model_problem, no_image, problem, validator
 from tabs._components import ImageInput, example
 from tabs._errors import user_errors
-from tabs._events import LIGHT_EVENT, MODEL_EVENT
+from tabs._events import light_event, model_event
 from tabs._examples import example_paths
 from tabs._picker import model_picker
 from tabs._timing import timing_line
@@ -34,6 +35,13 @@ log = logging.getLogger(__name__)
 TITLE = "Ask"
 NO_PRESET = "(none)"
 NO_REGION = "Region: none (click two corners on the image)"
+STREAMING = "streaming… (**Stop** ends the answer here)"
+
+
+def empty_hint(menu: list[str]) -> str:
+    """What to do first, for a chat model or a task-menu model."""
+    what = "choose a task" if menu else "type a question"
+    return f"Upload an image or pick an example, {what} and press **Ask**."
 
 
 def stats_line(ctx: AppContext, chunk: AskChunk, timings: Timings) -> str:
@@ -81,7 +89,7 @@ def build(ctx: AppContext) -> None:
     with gr.Row():
         with gr.Column(scale=1):
             image = ImageInput(label="Image", sources=["upload", "clipboard"], elem_id="ask-image")
-            gr.Examples(example_paths(), inputs=[image], label="Examples")
+            gr.Examples(example_paths(), inputs=[image], label="Examples", elem_id="ask-examples")
             model = model_picker(ctx, "ask", elem_id="ask-model").dropdown
             with gr.Group(visible=bool(first_menu)) as task_box:
                 task = gr.Dropdown(first_menu, value=first_menu[0] if first_menu else None, label="Task",
@@ -91,20 +99,23 @@ def build(ctx: AppContext) -> None:
                     region_md = gr.Markdown(NO_REGION)
                     clear_region = gr.Button("Clear region", size="sm", scale=0)
             with gr.Accordion("Generation and structured output", open=False):
-                max_tokens = gr.Slider(1, 1024, value=256, step=1, label="Max new tokens")
-                temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.05, label="Temperature (0 = greedy)")
+                max_tokens = gr.Slider(1, 1024, value=256, step=1, label="Max new tokens", elem_id="ask-max-tokens")
+                temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.05, label="Temperature (0 = greedy)",
+                                        elem_id="ask-temperature")  # fmt: skip
                 preset = gr.Dropdown([NO_PRESET, *PRESETS], value=NO_PRESET, label="JSON schema preset")
                 schema_text = gr.Code(label="Or your own JSON Schema", language="json", lines=6)
         with gr.Column(scale=1):
             chat = gr.Chatbot(label="Chat", height=360, elem_id="ask-chat")
-            question = gr.Textbox(label="Question", placeholder="What is in this image?", elem_id="ask-question")
+            # Chat models take a question; task-menu models take the task (and phrase) on the left.
+            question = gr.Textbox(label="Question", placeholder="What is in this image?", elem_id="ask-question",
+                                  visible=not first_menu)  # fmt: skip
             with gr.Row():
                 send = gr.Button("Ask", variant="primary", elem_id="ask-send")
                 stop = gr.Button("Stop", elem_id="ask-stop")
                 regen = gr.Button("Regenerate")
                 clear = gr.Button("Clear chat")
-            timing = gr.Markdown(elem_id="ask-timing")
-            annotated = gr.Image(label="Boxes", interactive=False, format="png")
+            timing = gr.Markdown(empty_hint(first_menu), elem_id="ask-timing")
+            annotated = gr.Image(label="Boxes and region", interactive=False, format="png", elem_id="ask-boxes")
             grounding_md = gr.Markdown()
             raw = gr.Textbox(label="Raw model output", lines=3, interactive=False, elem_id="ask-raw")
             boxes = gr.JSON(label="Parsed boxes (original image pixels)")
@@ -113,8 +124,13 @@ def build(ctx: AppContext) -> None:
 
     outputs = [chat, question, annotated, raw, boxes, grounding_md, structured, flag, timing, history_key]
 
+    # The running answer's stop flag per browser session: Stop sets it, generation ends at the next
+    # token and the stream sends its own last message ("stopped by you"), so nothing arrives after
+    # it and overwrites it (cancelling the event instead raced with chunks already on their way).
+    running: dict[str, threading.Event] = {}
+
     def _respond(img: Any, key: Any, task_label: Any, phr: Any, q: Any, hist: Any, mx: Any, temp: Any,
-                 pre: Any, sch: Any, pts: Any, hkey: str) -> Iterator[list[Any]]:  # fmt: skip
+                 pre: Any, sch: Any, pts: Any, hkey: str, session: str | None = None) -> Iterator[list[Any]]:  # fmt: skip
         spec = ta.ask_spec(ctx, key)
         schema = schema_of(pre, sch)
         decoded = image_of(ctx, img)
@@ -122,13 +138,15 @@ def build(ctx: AppContext) -> None:
         request, shown = ta.build_request(spec, decoded, q, hist, task=task_label, phrase=phr, region=pts,
                                           schema=schema, max_new_tokens=mx, temperature=temp)  # fmt: skip
         stop_event = threading.Event()
+        if session:
+            running[session] = stop_event
         timings = Timings()
         try:
             for chunk in ta.stream(ctx, decoded, spec.key, request, stop_event, timings):
                 turn = [{"role": "user", "content": shown}, {"role": "assistant", "content": chunk.text or "…"}]
                 if chunk.result is None:
                     yield [hist + turn, "", gr.skip(), chunk.text, gr.skip(), gr.skip(), gr.skip(), gr.skip(),
-                           "streaming…", decoded.digest]  # fmt: skip
+                           gr.skip() if stop_event.is_set() else STREAMING, decoded.digest]  # fmt: skip
                     continue
                 checked = ta.check_answer(chunk.result, decoded, schema)
                 flag_text = ""
@@ -140,49 +158,83 @@ def build(ctx: AppContext) -> None:
                        checked.boxes, grounding, checked.data, flag_text, stats_line(ctx, chunk, timings),
                        decoded.digest]  # fmt: skip
         finally:
-            stop_event.set()  # a cancelled stream (Stop) ends generation at the next token
+            stop_event.set()  # a stream that ends early (page closed) stops generating at the next token
+            if session and running.get(session) is stop_event:
+                del running[session]
 
     @user_errors
-    def respond(*args: Any) -> Iterator[list[Any]]:
-        yield from _respond(*args)
+    def respond(img: Any, key: Any, task_label: Any, phr: Any, q: Any, hist: Any, mx: Any, temp: Any, pre: Any,
+                sch: Any, pts: Any, hkey: str, request: gr.Request) -> Iterator[list[Any]]:  # fmt: skip
+        yield from _respond(img, key, task_label, phr, q, hist, mx, temp, pre, sch, pts, hkey, request.session_hash)
 
     @user_errors
-    def regenerate(img: Any, key: Any, task_label: Any, phr: Any, hist: Any, *rest: Any) -> Iterator[list[Any]]:
+    def regenerate(img: Any, key: Any, task_label: Any, phr: Any, hist: Any, mx: Any, temp: Any, pre: Any, sch: Any,
+                   pts: Any, hkey: str, request: gr.Request) -> Iterator[list[Any]]:  # fmt: skip
         q, earlier = ta.last_question(hist)
-        yield from _respond(img, key, task_label, phr, q, earlier, *rest)
+        yield from _respond(img, key, task_label, phr, q, earlier, mx, temp, pre, sch, pts, hkey, request.session_hash)
+
+    def on_stop(request: gr.Request) -> Any:
+        flag = running.get(request.session_hash or "")
+        if flag is None:
+            return gr.skip()
+        flag.set()
+        return "Stopping…"
+
+    def check_ask(img: Any, key: Any, task_label: Any, phr: Any, q: Any, hist: Any, mx: Any, temp: Any,
+                  pre: Any, sch: Any, pts: Any, hkey: Any) -> dict[str, str | None]:  # fmt: skip
+        found: dict[str, str | None] = {"img": no_image(img), "key": model_problem(ctx, "ask", key),
+                                        "sch": problem(lambda: schema_of(pre, sch))}  # fmt: skip
+        if found["key"] is None:
+            wrong = ta.problems(get_spec(str(key)), q, task=task_label, phrase=phr, region=pts)
+            found.update(q=wrong.get("question"), task_label=wrong.get("task"), phr=wrong.get("phrase"))
+            found["img"] = found["img"] or wrong.get("region")
+        return found
+
+    def check_regen(img: Any, key: Any, task_label: Any, phr: Any, hist: Any, *rest: Any) -> dict[str, str | None]:
+        return {"img": no_image(img), "key": model_problem(ctx, "ask", key),
+                "hist": problem(lambda: ta.last_question(hist))}  # fmt: skip
 
     inputs = [image, model, task, phrase, question, chat, max_tokens, temperature, preset, schema_text, region_state,
               history_key]  # fmt: skip
-    ev_send = send.click(respond, inputs, outputs, api_visibility="private", preprocess=False, **MODEL_EVENT)
-    ev_submit = question.submit(respond, inputs, outputs, api_visibility="private", preprocess=False, **MODEL_EVENT)
+    long = model_event(ctx, "long", timing)
+    guard_upload(ctx, image)
+    gr.on([send.click, question.submit], respond, inputs, outputs, api_visibility="private", preprocess=False,
+          validator=validator(check_ask), **long)  # fmt: skip
     regen_inputs = [image, model, task, phrase, chat, max_tokens, temperature, preset, schema_text, region_state,
                     history_key]  # fmt: skip
-    ev_regen = regen.click(regenerate, regen_inputs, outputs, api_visibility="private", preprocess=False, **MODEL_EVENT)
-    stop.click(lambda: "Stopped.", None, timing, cancels=[ev_send, ev_submit, ev_regen], api_visibility="private")
+    regen.click(regenerate, regen_inputs, outputs, api_visibility="private", preprocess=False,
+                validator=validator(check_regen), **long)  # fmt: skip
+    stop.click(on_stop, None, timing, api_visibility="private", **light_event())
     clear.click(lambda: ([], "", None, "", None, "", None, "", "", ""), None, outputs, api_visibility="private",
-                **LIGHT_EVENT)  # fmt: skip
+                **light_event())  # fmt: skip
 
-    def on_model(key: Any) -> tuple[Any, Any]:
+    def on_model(key: Any) -> tuple[Any, Any, Any, str]:
         menu = task_choices(key)
-        return gr.update(visible=bool(menu)), gr.update(choices=menu, value=menu[0] if menu else None)
+        return (gr.update(visible=bool(menu)), gr.update(choices=menu, value=menu[0] if menu else None),
+                gr.update(visible=not menu), empty_hint(menu))  # fmt: skip
 
-    model.change(on_model, model, [task_box, task], api_visibility="private", **LIGHT_EVENT)
+    model.change(on_model, model, [task_box, task, question, timing], api_visibility="private", **light_event())
 
-    def _click(pts: Any, evt: gr.SelectData) -> tuple[list[Any], str]:
+    @user_errors
+    def on_region(img: Any, pts: Any, evt: gr.SelectData) -> tuple[list[Any], str, Any]:
+        """A click on the image: a region corner, drawn on the Boxes image as it is being set."""
         pts = list(pts or [])
         if len(pts) >= 2:
             pts = []
         x, y = (float(v) for v in evt.index[:2])
         pts.append([x, y])
+        decoded = image_of(ctx, img)
+        drawn = draw.region(decoded.array, [decoded.to_working(*p) for p in pts])
         if len(pts) == 1:
-            return pts, f"Region: first corner ({x:.0f}, {y:.0f}); click the opposite corner."
+            return pts, f"Region: first corner ({x:.0f}, {y:.0f}); click the opposite corner.", drawn
         (ax, ay), (bx, by) = pts
-        return pts, f"Region: ({min(ax, bx):.0f}, {min(ay, by):.0f}) → ({max(ax, bx):.0f}, {max(ay, by):.0f})"
+        return pts, f"Region: ({min(ax, bx):.0f}, {min(ay, by):.0f}) → ({max(ax, bx):.0f}, {max(ay, by):.0f})", drawn
 
-    image.select(_click, region_state, [region_state, region_md], api_visibility="private", **LIGHT_EVENT)
-    clear_region.click(lambda: ([], NO_REGION), None, [region_state, region_md], api_visibility="private",
-                       **LIGHT_EVENT)  # fmt: skip
-    image.change(lambda: ([], NO_REGION), None, [region_state, region_md], api_visibility="private", **LIGHT_EVENT)
+    image.select(on_region, [image, region_state], [region_state, region_md, annotated], api_visibility="private",
+                 preprocess=False, **light_event(region_md))  # fmt: skip
+    clear_region.click(lambda: ([], NO_REGION, None), None, [region_state, region_md, annotated],
+                       api_visibility="private", **light_event())  # fmt: skip
+    image.change(lambda: ([], NO_REGION), None, [region_state, region_md], api_visibility="private", **light_event())
 
     # --- the public API endpoint: image, model, prompt or task, optional schema -------------
     with gr.Row(visible=False):
@@ -216,7 +268,7 @@ def build(ctx: AppContext) -> None:
         spec = ta.ask_spec(ctx, model)
         decoded = image_of(ctx, image)
         text = clean_text(prompt, "The prompt", ta.MAX_QUESTION_CHARS, required=not spec.accepts("task"),
-                          truncate=True)  # fmt: skip
+                          truncate=True, missing=ta.NO_QUESTION)  # fmt: skip
         if spec.accepts("task"):
             chosen = next((t for t in ta.task_menu(spec) if text.startswith(t.token)), None)
             if chosen is None and text:
@@ -238,4 +290,5 @@ def build(ctx: AppContext) -> None:
 
     api_button.click(ask, [api_image, api_model, api_prompt, api_schema], [api_answer, api_boxes, api_json],
                      api_name="ask", api_description="Ask a vision-language model about an image: the answer, any "
-                     "boxes in it, and JSON checked against a schema.", preprocess=False, **MODEL_EVENT)  # fmt: skip
+                     "boxes in it, and JSON checked against a schema.", preprocess=False,
+                     **model_event(ctx, "long"))  # fmt: skip

@@ -20,11 +20,12 @@ from model_loaders.tasks import compare as tc
 from model_loaders.tasks.base import models_for
 from model_loaders.tasks.compare import METRIC_NAMES, Comparison, ModelRun
 from tabs import _render as draw
+from tabs._checks import guard_upload, no_image, validator
 from tabs._components import ImageInput, example
 from tabs._errors import user_errors
-from tabs._events import LIGHT_EVENT, MODEL_EVENT
+from tabs._events import light_event, model_event
 from tabs._examples import example_paths
-from tabs._picker import choice_label
+from tabs._picker import choice_label, picker_note
 
 log = logging.getLogger(__name__)
 
@@ -117,26 +118,50 @@ def latency_figure(cmp: Comparison) -> Any:
         values = [getattr(r.timings, attr) for r in cmp.runs]
         fig.add_trace(go.Bar(y=names, x=values, name=label, orientation="h", marker_color=colour,
                              hovertemplate="%{y}<br>" + label + ": %{x:.1f} ms<extra></extra>"))  # fmt: skip
-    fig.update_layout(barmode="stack", title="Latency per model (ms); load is 0 when the model was cached",
-                      xaxis_title="milliseconds", height=140 + 50 * len(names), margin={"l": 10, "r": 10, "t": 40, "b": 30},
-                      legend={"orientation": "h", "y": -0.3})  # fmt: skip
+    # Title and legend sit above the bars (legend right under the title), the axis title below:
+    # nothing overlaps or is cut, at any width.
+    fig.update_layout(barmode="stack", title={"text": "Latency per model (ms)<br><sup>load is 0 when the model was "
+                      "already loaded</sup>", "x": 0.0, "xanchor": "left", "y": 0.98, "yanchor": "top"},
+                      xaxis_title="milliseconds", height=200 + 44 * len(names),
+                      margin={"l": 10, "r": 10, "t": 96, "b": 44}, font={"size": 12},
+                      legend={"orientation": "h", "x": 0.0, "xanchor": "left", "y": 1.0, "yanchor": "bottom"})  # fmt: skip
     fig.update_yaxes(autorange="reversed")
     return fig
 
 
+NO_AGREEMENT_METRIC = "Free-text answers have no agreement score: read them side by side in the table below."
+
+
+def _cell(cmp: Comparison, i: int, j: int) -> str:
+    """One agreement value as text: the number, or why there is none."""
+    v = float(cmp.matrix[i, j])  # type: ignore[index]
+    if not math.isnan(v):
+        return f"{v:.2f}"
+    if cmp.task == "detect" and tc.both_empty(cmp, i, j):
+        return "no boxes from either model"
+    return "n/a"
+
+
 def agreement_figure(cmp: Comparison) -> Any:
-    """Heatmap of the pairwise agreement (``None`` for ask)."""
+    """Heatmap of the pairwise agreement; for ask, a sentence saying why there is none."""
     import plotly.graph_objects as go
 
     if cmp.matrix is None:
-        return None
+        fig = go.Figure()
+        fig.add_annotation(text=NO_AGREEMENT_METRIC, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+        fig.update_layout(height=120, margin={"l": 10, "r": 10, "t": 10, "b": 10},
+                          xaxis={"visible": False}, yaxis={"visible": False})  # fmt: skip
+        return fig
     names = [s.name for s in cmp.specs]
-    text = [["n/a" if math.isnan(v) else f"{v:.2f}" for v in row] for row in cmp.matrix]
+    n = len(names)
+    text = [["none" if _cell(cmp, i, j).startswith("no boxes") else _cell(cmp, i, j) for j in range(n)]
+            for i in range(n)]  # fmt: skip
     lo = -1.0 if cmp.task == "depth" else 0.0
     fig = go.Figure(go.Heatmap(z=cmp.matrix, x=names, y=names, text=text, texttemplate="%{text}", zmin=lo, zmax=1.0,
                                colorscale="Viridis", hovertemplate="%{y} vs %{x}: %{text}<extra></extra>"))  # fmt: skip
-    fig.update_layout(title=f"Agreement: {METRIC_NAMES[cmp.task]}", height=160 + 60 * len(names),
-                      margin={"l": 10, "r": 10, "t": 40, "b": 10})  # fmt: skip
+    fig.update_layout(title={"text": f"Agreement<br><sup>{METRIC_NAMES[cmp.task]}</sup>", "x": 0.0,
+                             "xanchor": "left"}, height=200 + 56 * len(names),
+                      margin={"l": 10, "r": 10, "t": 70, "b": 10}, font={"size": 12})  # fmt: skip
     fig.update_yaxes(autorange="reversed")
     return fig
 
@@ -151,7 +176,7 @@ def agreement_rows(cmp: Comparison) -> list[list[Any]]:
     for i in range(n):
         for j in range(i + 1, n):
             v = cmp.matrix[i, j]  # type: ignore[index]
-            row = [cmp.specs[i].name, cmp.specs[j].name, "n/a" if math.isnan(v) else round(float(v), 4)]
+            row = [cmp.specs[i].name, cmp.specs[j].name, _cell(cmp, i, j) if math.isnan(v) else round(float(v), 4)]
             if cmp.abs_rel is not None:
                 row += ["n/a" if math.isnan(x) else round(float(x), 4) for x in (cmp.abs_rel[i, j], cmp.abs_rel[j, i])]
             rows.append(row)
@@ -231,6 +256,7 @@ def build(ctx: AppContext) -> None:
             task = gr.Radio(list(TASKS), value="detect", label="Task", elem_id="compare-task")
             models = gr.Dropdown(model_choices(ctx, "detect"), value=default_models(ctx, "detect"), multiselect=True,
                                  max_choices=tc.MAX_COMPARE, label="Models (2–4)", elem_id="compare-models")  # fmt: skip
+            models_note = gr.Markdown(picker_note(ctx, "detect", None), elem_id="compare-models-note")
             classes = gr.Textbox(label="Classes (empty: all; open-vocabulary models and VLMs need words)",
                                  placeholder="cat, cup", max_lines=2, elem_id="compare-classes")  # fmt: skip
             confidence = gr.Number(value=None, minimum=0.0, maximum=1.0, step=0.01,
@@ -277,6 +303,7 @@ def build(ctx: AppContext) -> None:
         t = str(t) if t in TASKS else "detect"
         return (
             gr.Dropdown(choices=model_choices(ctx, t), value=default_models(ctx, t)),
+            picker_note(ctx, t, None),  # type: ignore[arg-type]
             gr.Textbox(visible=t == "detect"),
             gr.Number(visible=t == "detect"),
             gr.Textbox(visible=t == "segment"),
@@ -310,12 +337,19 @@ def build(ctx: AppContext) -> None:
         cmp = tc.compare(ctx, image, task, models, classes, confidence, points, question)
         return api_payload(ctx, cmp)
 
+    def check_compare(img: Any, t: Any, keys: Any, cls: Any, conf: Any, pts: Any, q: Any) -> dict[str, str | None]:
+        found = tc.problems(ctx, t, keys, cls, conf, q)
+        return {"img": no_image(img), "keys": found.get("models"), "cls": found.get("classes"),
+                "conf": found.get("confidence"), "q": found.get("question")}  # fmt: skip
+
+    guard_upload(ctx, image)
     run_btn.click(on_compare, [image, task, models, classes, confidence, points, question],
                   [notes, gallery, summary, latency, heatmap, pairs], api_visibility="private", preprocess=False,
-                  **MODEL_EVENT)  # fmt: skip
-    task.change(on_task, [task], [models, classes, confidence, points, question], api_visibility="private",
-                **LIGHT_EVENT)  # fmt: skip
-    image.select(on_click, [points], [points], api_visibility="private", **LIGHT_EVENT)
+                  validator=validator(check_compare), **model_event(ctx, "long", notes))  # fmt: skip
+    task.change(on_task, [task], [models, models_note, classes, confidence, points, question], api_visibility="private",
+                **light_event())  # fmt: skip
+    image.select(on_click, [points], [points], api_visibility="private", **light_event())
     api_btn.click(compare, [image, task, api_models, api_prompt, confidence, api_points], [api_json],
                   api_name="compare", api_description="Compare 2-4 models of one task on the same image: results, "
-                  "timings, licences and how much they agree.", preprocess=False, **MODEL_EVENT)  # fmt: skip
+                  "timings, licences and how much they agree.", preprocess=False,
+                  **model_event(ctx, "long"))  # fmt: skip

@@ -17,9 +17,11 @@ from model_loaders.core.context import AppContext
 from model_loaders.core.errors import InputError
 from model_loaders.tasks import depth as td
 from model_loaders.tasks import depth_export as dx
+from tabs import _render as draw
+from tabs._checks import guard_upload, model_problem, no_image, validator
 from tabs._components import ImageInput
 from tabs._errors import user_errors
-from tabs._events import LIGHT_EVENT, MODEL_EVENT
+from tabs._events import light_event, model_event
 from tabs._examples import example_paths
 from tabs._picker import model_picker
 from tabs._timing import timing_line
@@ -46,6 +48,7 @@ MEANING = {
         "and the `.ply` assume a horizontal field of view of {fov:g}°; set it to your camera's if you know it."
     ),
 }
+PICK_HINT = "Estimate depth, then click the map to read a value."
 PENDING_MEANING = (
     "**Values:** the relative models give relative inverse depth (disparity: larger is nearer, no unit); "
     "the metric models give metres."
@@ -99,7 +102,7 @@ def build(ctx: AppContext) -> None:
             )
             model = model_picker(ctx, "depth", elem_id="depth-model").dropdown
             run = gr.Button("Estimate depth", variant="primary", elem_id="depth-run")
-            examples = gr.Examples(example_paths(), inputs=[image], label="Examples", elem_id="depth-examples")
+            gr.Examples(example_paths(), inputs=[image], label="Examples", elem_id="depth-examples")
             colormap = gr.Dropdown(
                 list(dx.COLORMAPS), value=dx.DEFAULT_COLORMAP, label="Colormap", elem_id="depth-cmap"
             )
@@ -129,7 +132,7 @@ def build(ctx: AppContext) -> None:
                     elem_id="depth-pick",
                     scale=3,
                 )
-                readout = gr.Markdown("Click the map to read a value.", elem_id="depth-readout")
+                readout = gr.Markdown(PICK_HINT, elem_id="depth-readout")
             plot = gr.Plot(label="3D view (drag to rotate, scroll to zoom)", elem_id="depth-plot")
             files = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="depth-files")
             with gr.Accordion("Summary (JSON)", open=False):
@@ -164,39 +167,38 @@ def build(ctx: AppContext) -> None:
         return render(ctx, kept, cmap, inv, fv)
 
     @user_errors
-    def on_pick(kept: td.DepthRun | None, evt: gr.SelectData) -> str:
+    def on_pick(kept: td.DepthRun | None, cmap: Any, inv: Any, evt: gr.SelectData) -> tuple[Any, str]:
+        if kept is None:
+            return gr.skip(), PICK_HINT
         if not isinstance(evt.index, (list, tuple)) or len(evt.index) != 2:
             raise InputError("Click inside the depth map.")
-        return td.read_pixel(kept, evt.index[0], evt.index[1])
+        x, y = evt.index
+        colour = dx.colourise(kept.depth, kept.kind, td.colormap(cmap), td.flag(inv, "Invert"))  # type: ignore[arg-type]
+        return draw.prompts(colour, corner=(float(x), float(y))), td.read_pixel(kept, x, y)
+
+    def check_run(image: Any, model: Any, colormap: Any, invert: Any, fov_degrees: Any) -> dict[str, str | None]:
+        return {"image": no_image(image), "model": model_problem(ctx, "depth", model)}
 
     run_inputs = [image, model, colormap, invert, fov]
     run_outputs = [files, stats, timing, state]
     view_outputs = [slider, pick, plot, files, meaning, state]
     render_inputs = [state, colormap, invert, fov]
-    reset = "Click the map to read a value."
 
-    run.click(on_run, run_inputs, run_outputs, api_visibility="private", preprocess=False, **MODEL_EVENT).success(
-        on_render, render_inputs, view_outputs, api_visibility="private", **LIGHT_EVENT
-    ).success(lambda: reset, None, readout, api_visibility="private", **LIGHT_EVENT)
-    # Picking an example runs it straight away (same handler, not a second public endpoint).
-    examples.load_input_event.then(
-        on_run, run_inputs, run_outputs, api_visibility="private", preprocess=False, **MODEL_EVENT
-    ).success(on_render, render_inputs, view_outputs, api_visibility="private", **LIGHT_EVENT).success(
-        lambda: reset, None, readout, api_visibility="private", **LIGHT_EVENT
-    )
+    # Uploads and examples only fill the input; the button runs (the same in every tab).
+    guard_upload(ctx, image)
+    run.click(on_run, run_inputs, run_outputs, api_visibility="private", preprocess=False,
+              validator=validator(check_run), **model_event(ctx, "single", timing)).success(
+        on_render, render_inputs, view_outputs, api_visibility="private", **light_event(timing)
+    ).success(lambda: "Click the map to read a value.", None, readout, api_visibility="private", **light_event())
     # Re-render only: the float map is in the session's state, the model is not called.
-    gr.on(
-        [colormap.change, invert.change, fov.release],
-        on_render,
-        render_inputs,
-        view_outputs,
-        api_visibility="private",
-        **LIGHT_EVENT,
-    )
-    pick.select(on_pick, [state], readout, api_visibility="private", **LIGHT_EVENT)
+    gr.on([colormap.change, invert.change, fov.input], on_render, render_inputs, view_outputs,
+          api_visibility="private", **light_event(timing, trigger_mode="always_last"))  # fmt: skip
+    pick.select(on_pick, [state, colormap, invert], [pick, readout], api_visibility="private",
+                **light_event(readout))  # fmt: skip
     # The public endpoint returns what an API client can use (no session state: MCP clients and
     # gradio_client cannot carry it between calls).
     api_btn = gr.Button(visible=False)
     api_btn.click(depth, run_inputs, [files, stats, timing], api_name="depth", preprocess=False,
                   api_description="Estimate depth from one photo: downloads whose values can be recovered "
-                  "(16-bit PNG + JSON, float32 .npy, .ply), summary statistics, timings.", **MODEL_EVENT)  # fmt: skip
+                  "(16-bit PNG + JSON, float32 .npy, .ply), summary statistics, timings.",
+                  **model_event(ctx, "single"))  # fmt: skip

@@ -21,9 +21,10 @@ from model_loaders.core.specs import ModelSpec, Thresholds
 from model_loaders.core.validate import finite_number
 from model_loaders.tasks import detect as td
 from tabs import _render as draw
+from tabs._checks import guard_upload, model_problem, no_image, problem, validator
 from tabs._components import ImageInput, example
 from tabs._errors import user_errors
-from tabs._events import LIGHT_EVENT, MODEL_EVENT
+from tabs._events import light_event, model_event
 from tabs._examples import example_paths
 from tabs._picker import model_picker
 from tabs._timing import timing_line
@@ -44,21 +45,32 @@ def thresholds(confidence: Any, iou: Any) -> tuple[float, float]:
     return finite_number(confidence, "Confidence", 0.0, 1.0), finite_number(iou, "IoU", 0.0, 1.0)
 
 
+EMPTY = "Upload an image or pick an example, then press **Detect**."
+NO_BOXES = "No boxes at this confidence: lower it, clear the class filter, or try other classes."
+
+
 def counts_figure(counts: dict[str, int], classes: tuple[str, ...]) -> Any:
-    """Plotly bar chart of detections per class, bars coloured like the boxes."""
+    """Plotly bar chart of detections per class, bars coloured like the boxes; a sentence when empty."""
     import plotly.graph_objects as go
 
     colours = draw.class_colours(classes)
     names = list(counts)
+    if not names:
+        fig = go.Figure()
+        fig.add_annotation(text=NO_BOXES, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper",
+                           font={"size": 14})  # fmt: skip
+        fig.update_layout(height=120, margin={"l": 10, "r": 10, "t": 10, "b": 10},
+                          xaxis={"visible": False}, yaxis={"visible": False})  # fmt: skip
+        return fig
     fig = go.Figure(
         go.Bar(x=names, y=[counts[n] for n in names], marker_color=[colours.get(n, "#888888") for n in names])
     )
     fig.update_layout(
-        title="Detections per class" if names else "No detections",
+        title={"text": "Detections per class", "x": 0.0, "xanchor": "left"},
         xaxis_title="class",
         yaxis_title="count",
         height=320,
-        margin={"l": 40, "r": 10, "t": 40, "b": 40},
+        margin={"l": 50, "r": 10, "t": 40, "b": 50},
     )
     return fig
 
@@ -174,7 +186,7 @@ def build(ctx: AppContext) -> None:
             run_btn = gr.Button("Detect", variant="primary", elem_id="detect-run")
         with gr.Column(scale=1):
             annotated = gr.Image(label="Detections", type="numpy", interactive=False, elem_id="detect-output")
-            info = gr.Markdown(elem_id="detect-info")
+            info = gr.Markdown(EMPTY, elem_id="detect-info")
             table = gr.Dataframe(
                 headers=TABLE_HEADERS,
                 datatype=["str", "number", "number", "number", "number", "number"],
@@ -190,27 +202,24 @@ def build(ctx: AppContext) -> None:
     api_image = gr.Image(visible=False, type="numpy", label="annotated image")
     api_btn = gr.Button(visible=False)
 
+    def check_run(image: Any, model: Any, confidence: Any, iou: Any, classes: Any, prompt: Any) -> dict[str, str | None]:
+        found = {"image": no_image(image), "model": model_problem(ctx, "detect", model)}
+        if found["model"] is None and td.detect_spec(ctx, model).open_vocabulary:
+            found["prompt"] = problem(lambda: td.parse_prompt(prompt if isinstance(prompt, str) else ""))
+        return found
+
     view = [annotated, table, chart, files, info]
-    run_btn.click(
-        h["detect"],
-        [image, model, confidence, iou, class_filter, prompt],
-        [*view, state, class_filter],
-        api_visibility="private",
-        preprocess=False,
-        **MODEL_EVENT,
-    )
-    for trigger in (confidence.release, iou.release, class_filter.change):
-        trigger(
-            h["refilter"],
-            [state, confidence, iou, class_filter],
-            view,
-            api_visibility="private",
-            preprocess=False,
-            show_progress="hidden",
-            **LIGHT_EVENT,
-        )
+    run_inputs = [image, model, confidence, iou, class_filter, prompt]
+    # Uploads and examples only fill the input; the button (or Enter in the classes box) runs.
+    guard_upload(ctx, image)
+    gr.on([run_btn.click, prompt.submit], h["detect"], run_inputs, [*view, state, class_filter],
+          api_visibility="private", preprocess=False, validator=validator(check_run),
+          **model_event(ctx, "single", info))  # fmt: skip
+    # Sliders re-filter while dragging and as a value is typed (Enter included); the filter at once.
+    gr.on([confidence.input, iou.input, class_filter.input], h["refilter"], [state, confidence, iou, class_filter],
+          view, api_visibility="private", preprocess=False, **light_event(info, trigger_mode="always_last"))  # fmt: skip
     model.change(h["model_change"], [model], [prompt, class_filter, confidence, iou, state], api_visibility="private",
-                 **LIGHT_EVENT)  # fmt: skip
+                 **light_event(info))  # fmt: skip
     api_btn.click(
         h["api"],
         [image, model, confidence, iou, api_classes],
@@ -219,6 +228,6 @@ def build(ctx: AppContext) -> None:
         api_description="Find objects in an image: boxes with classes and scores (closed-set detectors), or "
         "the classes you name (open-vocabulary detectors).",
         preprocess=False,
-        **MODEL_EVENT,
+        **model_event(ctx, "single"),
     )
 

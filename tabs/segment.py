@@ -17,12 +17,14 @@ from PIL import Image
 
 from model_loaders.core.context import AppContext
 from model_loaders.core.errors import InputError
+from model_loaders.core.images import ImageInputError
 from model_loaders.tasks import segment_session as ss
 from model_loaders.tasks.segment import segment_request
 from tabs import _render as draw
+from tabs._checks import guard_upload
 from tabs._components import ImageInput, JsonInput, example
 from tabs._errors import user_errors
-from tabs._events import LIGHT_EVENT, MODEL_EVENT
+from tabs._events import light_event, model_event
 from tabs._examples import example_paths
 from tabs._picker import model_picker
 from tabs._timing import timing_line
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 TITLE = "Segment"
 INCLUDE, EXCLUDE = "Include (+)", "Exclude (−)"
 POINT_MODE, BOX_MODE = "Point", "Box (2 clicks)"
+EMPTY = "Upload an image or pick an example, then click on the object you want."
 STATE_TTL_S = 1800  # a session's embeddings and masks go at the latest 30 min after its last event
 
 
@@ -52,7 +55,7 @@ def step_line(ctx: AppContext, session: ss.SegmentSession) -> str:
 def render(ctx: AppContext, session: ss.SegmentSession) -> tuple[Any, ...]:
     """All outputs of the tab for the session's current state."""
     if session.image is None:
-        return (session, None, [], gr.update(choices=[], value=None), None, "", "", None)
+        return (session, None, [], gr.update(choices=[], value=None), None, "", EMPTY, None)
     base = session.image.array
     objects = ss.current_objects(session)
     p = session.state.prompts
@@ -79,7 +82,9 @@ def render(ctx: AppContext, session: ss.SegmentSession) -> tuple[Any, ...]:
         f"{' · ' + notes if notes else ''}"
     )
     picker = gr.update(choices=choices, value=session.selected)
-    return (session, canvas, gallery, picker, cut, step_line(ctx, session), summary, None)
+    shown = gr.update(value=gallery, selected_index=session.selected)  # the gallery highlights the radio's mask
+    hint = "" if p.ready or objects else " · click on the object you want"
+    return (session, canvas, shown, picker, cut, step_line(ctx, session), summary + hint, None)
 
 
 def build(ctx: AppContext) -> None:
@@ -120,7 +125,7 @@ def build(ctx: AppContext) -> None:
                 elem_id="segment-canvas",
                 buttons=["fullscreen"],
             )
-            summary = gr.Markdown(elem_id="segment-summary")
+            summary = gr.Markdown(EMPTY, elem_id="segment-summary")
             timing = gr.Markdown(elem_id="segment-timing")
     with gr.Row():
         with gr.Column(scale=3):
@@ -145,7 +150,10 @@ def build(ctx: AppContext) -> None:
 
     @user_errors
     def on_image(value: Any, s: ss.SegmentSession) -> tuple[Any, ...]:
-        return render(ctx, ss.set_image(ctx, s, value))
+        try:
+            return render(ctx, ss.set_image(ctx, s, value))
+        except ImageInputError:  # a refused upload: the input goes back (guard_upload says why)
+            return tuple(gr.skip() for _ in range(8))
 
     @user_errors
     def on_select(s: ss.SegmentSession, m: str, pol: str, key: str, evt: gr.SelectData) -> tuple[Any, ...]:
@@ -212,19 +220,22 @@ def build(ctx: AppContext) -> None:
         shown = draw.masks(r.image.array, [r.prediction.masks[r.prediction.best]])
         return doc, draw.prompts(shown, r.points, r.labels, r.box)
 
+    quick = model_event(ctx, "quick", timing)  # clicks never wait behind a long job in another tab
+    light = light_event(timing)
+    guard_upload(ctx, source)
     # Session endpoints for scripted clients (undocumented: they need this session's state).
     source.change(on_image, [source, session], outputs, preprocess=False, api_name="segment_image",
-                  api_visibility="undocumented", **LIGHT_EVENT)  # fmt: skip
-    canvas.select(on_select, [session, mode, polarity, model], outputs, api_visibility="private", **MODEL_EVENT)
-    undo_btn.click(on_undo, [session, model], outputs, api_visibility="private", **MODEL_EVENT)
-    redo_btn.click(on_redo, [session, model], outputs, api_visibility="private", **MODEL_EVENT)
-    clear_btn.click(on_clear, [session], outputs, api_visibility="private", **LIGHT_EVENT)
-    new_btn.click(on_new, [session], outputs, api_visibility="private", **LIGHT_EVENT)
-    model.input(on_model, [session, model], outputs, api_visibility="private", **MODEL_EVENT)
-    candidate.input(on_pick, [session, candidate], outputs, api_visibility="private", **LIGHT_EVENT)
-    gallery.select(on_gallery, [session], outputs, api_visibility="private", **LIGHT_EVENT)
+                  api_visibility="undocumented", **light)  # fmt: skip
+    canvas.select(on_select, [session, mode, polarity, model], outputs, api_visibility="private", **quick)
+    undo_btn.click(on_undo, [session, model], outputs, api_visibility="private", **quick)
+    redo_btn.click(on_redo, [session, model], outputs, api_visibility="private", **quick)
+    clear_btn.click(on_clear, [session], outputs, api_visibility="private", **light)
+    new_btn.click(on_new, [session], outputs, api_visibility="private", **light)
+    model.input(on_model, [session, model], outputs, api_visibility="private", **quick)
+    candidate.input(on_pick, [session, candidate], outputs, api_visibility="private", **light)
+    gallery.select(on_gallery, [session], outputs, api_visibility="private", **light)
     export_btn.click(on_export, [session], files, api_name="segment_export", api_visibility="undocumented",
-                     **LIGHT_EVENT)  # fmt: skip
+                     **light_event(files))  # fmt: skip
 
     # Hidden components: a session click by coordinates (what the canvas click does; for scripted
     # clients and tests) and the stateless public endpoint.
@@ -247,7 +258,7 @@ def build(ctx: AppContext) -> None:
         api_json = gr.JSON(label="masks")
         api_overlay = gr.Image(label="overlay", format="png")
     click_btn.click(segment_click, [session, click_x, click_y, mode, polarity, model], outputs,
-                    api_name="segment_click", api_visibility="undocumented", **MODEL_EVENT)  # fmt: skip
+                    api_name="segment_click", api_visibility="undocumented", **quick)  # fmt: skip
     api_btn.click(
         segment,
         [api_image, api_points, api_labels, api_box, api_model, api_multimask],
@@ -256,7 +267,7 @@ def build(ctx: AppContext) -> None:
         api_name="segment",
         api_description="Segment an image from clicks or a box (SAM 2.1): masks as COCO RLE at the image's size, "
         "their predicted IoU, and an overlay.",
-        **MODEL_EVENT,
+        **model_event(ctx, "single"),
     )
 
 

@@ -8,6 +8,7 @@ stays in this session's state for edits, re-runs and exports.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import replace
 from typing import Any
 
@@ -20,9 +21,10 @@ from model_loaders.tasks import workflow as wf
 from model_loaders.tasks.structured import PRESETS
 from model_loaders.tasks.workflow import WorkflowRun, rerun_row, run_workflow, write_exports
 from tabs import _render as draw
+from tabs._checks import guard_upload, no_image, validator
 from tabs._components import ImageInput, example
 from tabs._errors import user_errors
-from tabs._events import LIGHT_EVENT, MODEL_EVENT
+from tabs._events import light_event, model_event
 from tabs._examples import ASSETS
 from tabs._picker import model_picker
 
@@ -38,17 +40,41 @@ PIPELINE = (
 )
 
 
-def views(ctx: AppContext, run: WorkflowRun) -> tuple[Any, ...]:
-    """(annotated image, crop gallery, table, status markdown) for a run."""
+EMPTY = "Upload a photo (or take the example), check the settings on the left and press **Run workflow**."
+FIXED_COLUMNS = ("#", "class", "box", "valid", "error", "raw VLM text")
+MAX_CELL_SHOWN = 60  # long cells (the raw VLM text) are cut in the table; a click shows all
+
+
+def column_widths(headers: list[str]) -> list[str]:
+    """Pixel widths: the fields users edit get room; the bookkeeping columns stay narrow."""
+    fixed = {"#": 44, "class": 80, "box": 120, "valid": 90, "error": 160, "raw VLM text": 220}
+    return [f"{fixed.get(h, max(150, 12 * len(h) + 40))}px" for h in headers]
+
+
+def results_table(rows: list[list[Any]], headers: list[str]) -> Any:
+    """The results table: only the schema's fields are editable, rows and columns are fixed."""
+    static = [i for i, h in enumerate(headers) if h in FIXED_COLUMNS]
+    with warnings.catch_warnings():
+        # ``(n, "fixed")`` is what this Gradio's table obeys (no add-row / add-column control);
+        # its replacement (row_limits) is "not yet implemented" here.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return gr.Dataframe(value=rows, headers=headers, column_widths=column_widths(headers), static_columns=static,
+                            row_count=(len(rows), "fixed"), column_count=(len(headers), "fixed"),
+                            interactive=True)  # fmt: skip
+
+
+def views(ctx: AppContext, run: WorkflowRun, done: str = "") -> tuple[Any, ...]:
+    """(annotated image, crop gallery, table, status markdown) for a run; ``done`` leads the status."""
     shown = wf.rows_in_original_pixels(run.rows, run.image.scale)
     gallery = [(r.crop, f"#{r.index} · {'valid' if r.valid else 'invalid'}") for r in run.rows if r.crop is not None]
     valid = sum(r.valid for r in run.rows)
     lines = [f"⚠ **{ctx.weights_warning}**"] if ctx.weights_warning else []
+    lines += [done] if done else []
     lines.append(f"**{len(run.rows)}** row(s) · **{valid}** valid · **{len(run.rows) - valid}** invalid · "
                  f"detector {run.timings.get('detector', {}).get('inference_ms', 0):,.0f} ms inference, "
                  f"VLM {run.timings.get('vlm', {}).get('inference_ms', 0):,.0f} ms for all crops")  # fmt: skip
     lines += [f"- {n}" for n in run.notes]
-    table = gr.Dataframe(value=wf.rows_to_table(shown, run.schema), headers=wf.table_headers(run.schema))
+    table = results_table(wf.rows_to_table(shown, run.schema), wf.table_headers(run.schema))
     return draw.boxes(run.image.array, run.detections), gallery, table, "\n".join(lines)
 
 
@@ -62,27 +88,44 @@ def build(ctx: AppContext) -> None:
     with gr.Row():
         with gr.Column(scale=1):
             image = ImageInput(label="Image", type="filepath", sources=["upload", "clipboard"], elem_id="workflow-image")
-            detector = model_picker(ctx, "detect", default=WORKFLOW_DEFAULTS["detect"], label="① Detector",
-                                    filterable=True, elem_id="workflow-detector").dropdown  # fmt: skip
+            # The settings are made first (unrendered) so the example above them can set them.
+            detector_pick = model_picker(ctx, "detect", default=WORKFLOW_DEFAULTS["detect"], label="① Detector",
+                                         filterable=True, elem_id="workflow-detector", render=False)  # fmt: skip
+            detector = detector_pick.dropdown
             classes = gr.Textbox(value=DEFAULT_CLASSES, label="Classes to keep, or words for open-vocabulary models",
-                                 max_lines=2, elem_id="workflow-classes")  # fmt: skip
-            confidence = gr.Slider(0.0, 1.0, value=0.1, step=0.01, label="Detector confidence", elem_id="workflow-conf")
+                                 max_lines=2, elem_id="workflow-classes", render=False)  # fmt: skip
+            confidence = gr.Slider(0.0, 1.0, value=0.1, step=0.01, label="Detector confidence", elem_id="workflow-conf",
+                                   render=False)  # fmt: skip
             padding = gr.Slider(0, wf.MAX_PADDING, value=DEFAULT_PADDING, step=1, label="③ Crop padding (pixels)",
-                                elem_id="workflow-padding")  # fmt: skip
-            vlm = model_picker(ctx, "ask", default=WORKFLOW_DEFAULTS["ask"], where=lambda s: s.accepts("question"),
-                               label="④ VLM", filterable=True, elem_id="workflow-vlm").dropdown  # fmt: skip
-            preset = gr.Dropdown(list(PRESETS), value="book", label="Schema preset", elem_id="workflow-preset")
+                                elem_id="workflow-padding", render=False)  # fmt: skip
+            vlm_pick = model_picker(ctx, "ask", default=WORKFLOW_DEFAULTS["ask"], where=lambda s: s.accepts("question"),
+                                    label="④ VLM", filterable=True, elem_id="workflow-vlm", render=False)  # fmt: skip
+            vlm = vlm_pick.dropdown
+            preset = gr.Dropdown(list(PRESETS), value="book", label="Schema preset", elem_id="workflow-preset",
+                                 render=False)  # fmt: skip
             schema = gr.Code(wf.schema_json(wf.BOOK_SCHEMA), language="json", label="④ JSON Schema (editable)",
-                             interactive=True, elem_id="workflow-schema")  # fmt: skip
-            run_btn = gr.Button("Run workflow", variant="primary", elem_id="workflow-run")
-            gr.Examples(EXAMPLES, inputs=[image, detector, classes, preset], label="Example (CC0 rendered books)",
+                             interactive=True, elem_id="workflow-schema", render=False)  # fmt: skip
+            gr.Examples(EXAMPLES, inputs=[image, detector, classes, preset], label="Example",
+                        example_labels=["Books on a desk (CC0 render): find each book, read title, author, publisher"],
                         elem_id="workflow-examples")  # fmt: skip
+            run_btn = gr.Button("Run workflow", variant="primary", elem_id="workflow-run")
+            with gr.Accordion("Pipeline settings", open=True):
+                detector_pick.render()
+                classes.render()
+                confidence.render()
+                padding.render()
+                vlm_pick.render()
+                preset.render()
+                schema.render()
         with gr.Column(scale=2):
-            status = gr.Markdown(elem_id="workflow-status")
+            status = gr.Markdown(EMPTY, elem_id="workflow-status")
             annotated = gr.Image(label="① Detections (duplicates merged)", type="numpy", interactive=False,
                                  elem_id="workflow-annotated")  # fmt: skip
             crops = gr.Gallery(label="③ Crops", columns=6, height="auto", object_fit="contain", elem_id="workflow-crops")
-            table = gr.Dataframe(headers=wf.table_headers(wf.BOOK_SCHEMA), interactive=True, wrap=True,
+            headers = wf.table_headers(wf.BOOK_SCHEMA)
+            # Read-only until a run fills it (an empty editable table offers to import a CSV).
+            table = gr.Dataframe(headers=headers, interactive=False, wrap=True, max_chars=MAX_CELL_SHOWN,
+                                 column_widths=column_widths(headers),
                                  label="⑤ Results (edit a field, then Save edits; boxes in original-image pixels)",
                                  elem_id="workflow-table")  # fmt: skip
             with gr.Row():
@@ -113,12 +156,14 @@ def build(ctx: AppContext) -> None:
     @user_errors
     def on_save(run: WorkflowRun | None, tbl: Any) -> tuple[Any, ...]:
         run = _edits(_need(run), tbl)
-        return (*views(ctx, run), run)
+        return (*views(ctx, run, "✔ **Edits saved** and checked against the schema."), run)
 
     @user_errors
     def on_rerun(run: WorkflowRun | None, tbl: Any, idx: Any) -> tuple[Any, ...]:
         run = rerun_row(ctx, _edits(_need(run), tbl), idx)
-        return (*views(ctx, run), run)
+        row = next(r for r in run.rows if r.index == int(idx))
+        done = f"✔ **Row #{row.index} read again:** {'valid' if row.valid else 'invalid: ' + row.error[:120]}"
+        return (*views(ctx, run, done), run)
 
     @user_errors
     def on_export(run: WorkflowRun | None, tbl: Any) -> tuple[list[str], WorkflowRun]:
@@ -147,13 +192,21 @@ def build(ctx: AppContext) -> None:
         """
         return run_workflow(ctx, image, detector, classes, confidence, padding, vlm, schema).payload()
 
+    def check_run(img: Any, det: Any, cls: Any, conf: Any, pad: Any, model: Any, sch: Any) -> dict[str, str | None]:
+        found = wf.problems(ctx, det, cls, model, sch)
+        return {"img": no_image(img), "det": found.get("detector"), "cls": found.get("classes"),
+                "model": found.get("vlm"), "sch": found.get("schema")}  # fmt: skip
+
     view = [annotated, crops, table, status]
     inputs = [image, detector, classes, confidence, padding, vlm, schema]
-    run_btn.click(on_run, inputs, [*view, state, files], api_visibility="private", preprocess=False, **MODEL_EVENT)
-    save_btn.click(on_save, [state, table], [*view, state], api_visibility="private", **LIGHT_EVENT)
-    rerun_btn.click(on_rerun, [state, table, row_no], [*view, state], api_visibility="private", **MODEL_EVENT)
-    export_btn.click(on_export, [state, table], [files, state], api_visibility="private", **LIGHT_EVENT)
-    preset.change(on_preset, [preset], [schema], api_visibility="private", **LIGHT_EVENT)
+    long = model_event(ctx, "long", status)
+    guard_upload(ctx, image)
+    run_btn.click(on_run, inputs, [*view, state, files], api_visibility="private", preprocess=False,
+                  validator=validator(check_run), **long)  # fmt: skip
+    save_btn.click(on_save, [state, table], [*view, state], api_visibility="private", **light_event(status))
+    rerun_btn.click(on_rerun, [state, table, row_no], [*view, state], api_visibility="private", **long)
+    export_btn.click(on_export, [state, table], [files, state], api_visibility="private", **light_event(status))
+    preset.change(on_preset, [preset], [schema], api_visibility="private", **light_event())
     api_btn.click(workflow, inputs, [api_json], api_name="workflow", api_description="Detect objects, crop each, "
                   "ask a VLM for JSON matching a schema and validate it: one row per object.", preprocess=False,
-                  **MODEL_EVENT)  # fmt: skip
+                  **model_event(ctx, "long"))  # fmt: skip

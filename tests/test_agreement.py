@@ -46,6 +46,14 @@ def test_identical_detections_have_f1_one():
     assert detection_f1(dets(BOXES, ["cat", "dog", "book"]), dets(BOXES, ["cat", "dog", "book"])) == 1.0
 
 
+def test_two_empty_results_are_not_perfect_agreement():
+    import math
+
+    assert math.isnan(detection_f1(dets([]), dets([])))
+    assert detection_f1(dets([]), dets(BOXES)) == 0.0
+    assert detection_f1(dets(BOXES), dets([])) == 0.0
+
+
 def test_disjoint_detections_have_f1_zero():
     other = [[100, 100, 110, 110], [200, 200, 220, 220]]
     assert detection_f1(dets(BOXES), dets(other)) == 0.0
@@ -82,11 +90,6 @@ def test_class_aware_when_both_have_names_agnostic_otherwise():
     renamed = dets(BOXES, ["Cat", "horse", "BOOK"])  # case-insensitive: 2 of 3 agree
     assert detection_f1(a, renamed) == pytest.approx(4 / 6)
     assert detection_f1(a, dets(BOXES)) == 1.0, "no names on one side: boxes alone decide"
-
-
-def test_empty_results():
-    assert detection_f1(dets([]), dets([])) == 1.0
-    assert detection_f1(dets(BOXES), dets([])) == 0.0
 
 
 def test_depth_maps_differing_by_scale_and_shift_correlate_at_one():

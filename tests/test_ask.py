@@ -186,7 +186,7 @@ def test_api_ask_florence_boxes_and_qwen_schema(client: Any) -> None:
 
 
 @pytest.mark.parametrize(("prompt", "schema", "msg"), [
-    ("   ", "", "Please enter the prompt"),
+    ("   ", "", "Type a question about the image"),
     ("hi", '{"type": 5}', "not a valid JSON Schema"),
     ("hi", "{oops", "not valid JSON"),
 ])  # fmt: skip

@@ -235,8 +235,10 @@ def test_browser_example_shows_slider_and_3d_plot(page: Any, app_url: str, artif
     page.goto(app_url)
     page.get_by_role("tab", name="Depth").click()
     page.get_by_role("button", name="Estimate depth").wait_for()
-    # Picking an example runs the model straight away.
+    # Picking an example fills the input; the button runs (the same in every tab).
     page.locator("#depth-examples .gallery-item").first.click()
+    page.locator("#depth-input img").first.wait_for()
+    page.locator("#depth-run").click()
     slider = page.locator("#depth-slider")
     slider.locator("img").nth(1).wait_for(state="visible")
     assert slider.locator("img").count() >= 2
@@ -249,10 +251,12 @@ def test_browser_example_shows_slider_and_3d_plot(page: Any, app_url: str, artif
     files.get_by_text("depth16").first.wait_for()  # the name and its extension are separate spans
     for name in ("depth_Spectral_r", "depth_float32", "points"):
         assert name in files.inner_text()
-    # Clicking the map reads the value under the pointer.
+    # Clicking the map reads the value under the pointer and marks the spot on the map.
+    unmarked = page.locator("#depth-pick img").first.get_attribute("src")
     page.locator("#depth-pick img").first.click(position={"x": 40, "y": 30})
     page.locator("#depth-readout").get_by_text("relative inverse depth").wait_for()
     assert "Pixel (" in page.locator("#depth-readout").inner_text()
+    page.wait_for_function("(old) => document.querySelector('#depth-pick img').src !== old", arg=unmarked)
     # Changing the colormap re-renders (the colour download follows it).
     page.locator("#depth-cmap input").click()
     page.get_by_role("option", name="inferno").click()

@@ -103,7 +103,7 @@ def test_prompt_parsing_and_cap() -> None:
     many = ", ".join(f"thing{i}" for i in range(300))
     classes, notes = du.parse_prompt(many)
     assert len(classes) == du.MAX_PROMPT_CLASSES and "300 classes" in notes[0]
-    with pytest.raises(InputError, match="type the classes"):
+    with pytest.raises(InputError, match="Type the classes"):
         du.parse_prompt(" , . ;")
 
 
@@ -189,7 +189,7 @@ def test_yolo_built_from_yaml(ctx: Any, handlers: dict[str, Any]) -> None:
         ((CAT, "rf-detr-medium", 0.5, 1.5, ""), "IoU must be between 0 and 1"),
         ((CAT, "rf-detr-medium", "abc", 0.5, ""), "Confidence must be a number"),
         ((CAT, "rf-detr-medium", 0.5, 0.5, "cat, unicorn"), "does not know these classes: 'unicorn'"),
-        ((CAT, "owlv2-base", 0.5, 0.5, "   "), "type the classes"),
+        ((CAT, "owlv2-base", 0.5, 0.5, "   "), "Type the classes"),
         ((CAT, "no-such-model", 0.5, 0.5, ""), "Unknown model"),
         ((None, "rf-detr-medium", 0.5, 0.5, ""), "Upload an image"),
     ],

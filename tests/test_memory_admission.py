@@ -106,9 +106,10 @@ def test_the_api_refuses_a_too_large_model_with_a_message_and_keeps_serving(smal
 
 
 def test_the_models_tab_labels_too_large_models(small_app):
+    from model_loaders.core.registry import REGISTRY
     from tabs.models import table_rows
 
     ctx, _ = small_app
-    rows = {row[1]: row[-1] for row in table_rows(ctx)}
-    assert rows["`qwen2.5-vl-7b`"].startswith("too large here")
-    assert rows["`depth-anything-v2-small`"] == "ready"
+    rows = dict(zip(REGISTRY, (row[-1] for row in table_rows(ctx)), strict=True))
+    assert rows["qwen2.5-vl-7b"].startswith("too large here")
+    assert rows["depth-anything-v2-small"] == "ready"

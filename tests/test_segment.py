@@ -183,9 +183,10 @@ def test_candidates_picker_and_new_object(ctx: Any, upload_path: Path) -> None:
     assert pred is not None and pred.masks.shape == (3, 240, 320) and pred.scores.shape == (3,)
     assert session.selected == int(np.argmax(pred.scores))
     out = S.render(ctx, session)
-    gallery, picker = out[2], out[3]
+    gallery, picker = out[2]["value"], out[3]
     assert len(gallery) == 3 and all("IoU" in caption for _, caption in gallery)
     assert picker["value"] == pred.best and len(picker["choices"]) == 3
+    assert out[2]["selected_index"] == picker["value"], "the gallery highlights the mask the radio shows"
     session.choice = (pred.best + 1) % 3
     ss.new_object(session)
     assert len(session.state.objects) == 1 and not session.state.prompts.ready

@@ -102,7 +102,7 @@ def test_book_preset_parses_and_lists_its_fields():
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("", "enter a JSON Schema"),
+        ("", "Write the JSON Schema"),
         ("{not json", "not valid JSON"),
         ('{"type": "object", "properties": {"a": {"type": 5}}}', "not a valid JSON Schema"),
         ('{"type": "nonsense"}', "not a valid JSON Schema"),

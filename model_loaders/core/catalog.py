@@ -6,6 +6,8 @@ from model_loaders.core.registry import REGISTRY
 from model_loaders.core.specs import ModelSpec
 
 COLUMNS = ("Model", "Key", "Tasks", "Params", "Licence", "Commercial use", "Gated", "Paper", "Revision", "Runs here")
+# The Models tab's table: what decides a choice, readable at 1440 px; the rest is in the details.
+TABLE_COLUMNS = ("Model", "Tasks", "Params", "Licence", "Commercial use", "Gated", "Runs here")
 README_COLUMNS = ("Model", "Key", "Tasks", "Params", "Licence", "Commercial use", "Gated", "Paper", "Revision")
 
 

@@ -27,7 +27,8 @@ def finite_number(value: Any, name: str, lo: float | None = None, hi: float | No
     return number
 
 
-def clean_text(value: Any, name: str, max_chars: int, *, required: bool = False, truncate: bool = False) -> str:
+def clean_text(value: Any, name: str, max_chars: int, *, required: bool = False, truncate: bool = False,
+               missing: str = "") -> str:
     """Return ``value`` stripped and capped at ``max_chars``.
 
     NUL characters and lone surrogates are refused (they break tokenisers and logs).
@@ -38,6 +39,7 @@ def clean_text(value: Any, name: str, max_chars: int, *, required: bool = False,
         max_chars: the cap.
         required: refuse empty/whitespace-only text.
         truncate: cut at the cap instead of refusing.
+        missing: the message for empty text when ``required`` (default: "<name> is empty.").
 
     Raises:
         InputError: with a short message.
@@ -54,7 +56,7 @@ def clean_text(value: Any, name: str, max_chars: int, *, required: bool = False,
         raise InputError(f"{name} contains invalid characters.") from None
     text = value.strip()
     if required and not text:
-        raise InputError(f"Please enter {name.lower()}.")
+        raise InputError(missing or f"{name} is empty.")
     if len(text) > max_chars:
         if not truncate:
             raise InputError(f"{name} is too long ({len(text):,} characters; max {max_chars:,}).")

@@ -115,7 +115,7 @@ class DetectorBundle:
             image = image.copy()
         if self.open_vocabulary:
             if not classes:
-                raise InputError("Please type the classes to find, separated by commas (for example: book, mug).")
+                raise InputError("Type the classes to find, separated by commas (for example: book, mug, laptop).")
             if self.arch == "owlv2":
                 return _detect_owlv2(self, image, list(classes), timings)
             return _detect_gdino(self, image, list(classes), timings)

@@ -94,7 +94,7 @@ def stream(
 
     question = neutralise_user_text(question or "").strip()
     if not question:
-        raise InputError("Please enter a question.")
+        raise InputError("Type a question about the image.")
     timings = timings if timings is not None else Timings()
     image_wh = (int(image.size[0]), int(image.size[1]))
     with timings.stage("preprocess"):

@@ -92,10 +92,13 @@ def match_boxes(a: Any, b: Any, iou_threshold: float = IOU_THRESHOLD) -> list[tu
 
 
 def detection_f1(a: Any, b: Any, iou_threshold: float = IOU_THRESHOLD) -> float:
-    """Matched-box F1 between two ``Detections`` (symmetric; both empty -> 1.0)."""
+    """Matched-box F1 between two ``Detections`` (symmetric).
+
+    Two models that both found nothing have nothing to agree on: NaN, not a perfect 1.0.
+    """
     total = len(a) + len(b)
     if total == 0:
-        return 1.0
+        return float("nan")
     return 2.0 * len(match_boxes(a, b, iou_threshold)) / total
 
 

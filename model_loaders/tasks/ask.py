@@ -26,6 +26,7 @@ from model_loaders.tasks.base import checked_spec, image_of, model_for
 from model_loaders.tasks.structured import schema_instruction
 
 MAX_QUESTION_CHARS = 4000
+NO_QUESTION = "Type a question about the image."
 MAX_TIME_S = 60.0
 MAX_NEW_TOKENS = 2048
 
@@ -85,26 +86,54 @@ def build_request(
     """
     max_new = int(finite_number(max_new_tokens, "Max new tokens", 1, MAX_NEW_TOKENS))
     temp = finite_number(temperature, "Temperature", 0.0, 2.0)
-    if spec.accepts("task"):
-        chosen = _task(spec, task)
-        text = clean_text(phrase, "The phrase", MAX_QUESTION_CHARS, required=chosen.needs_text, truncate=True)
+    chosen, text, found = _prompt(spec, question, task, phrase, region)
+    if found:
+        raise InputError(next(iter(found.values())))
+    if chosen is not None:
         box = None
         if chosen.needs_region:
-            corners = list(region or [])
-            if len(corners) != 2:
-                raise InputError(f"{chosen.label} needs a region: click two opposite corners on the image.")
-            (ax, ay), (bx, by) = (image.to_working(*(finite_number(v, "Region corner") for v in c)) for c in corners)
+            (ax, ay), (bx, by) = (image.to_working(*(finite_number(v, "Region corner") for v in c)) for c in region)
             if abs(ax - bx) < 2 or abs(ay - by) < 2:
                 raise InputError("The region is too small: click two opposite corners.")
             box = (min(ax, bx), min(ay, by), max(ax, bx), max(ay, by))
         shown = chosen.label + (f": {text}" if text else "")
         return AskRequest(question=text, task=chosen.token, region=box, max_new_tokens=max_new, max_time=MAX_TIME_S), shown
-    # Cap before anything else touches it: a 100,000-character paste never reaches the tokenizer.
-    q = clean_text(question, "Your question", MAX_QUESTION_CHARS, required=True, truncate=True)
-    asked = q + (schema_instruction(schema) if schema else "")
+    asked = text + (schema_instruction(schema) if schema else "")
     request = AskRequest(question=asked, history=tuple(history), max_new_tokens=max_new, temperature=temp,
                          max_time=MAX_TIME_S)  # fmt: skip
-    return request, q
+    return request, text
+
+
+def _prompt(spec: ModelSpec, question: Any, task: Any, phrase: Any, region: Any) -> tuple[TaskPrompt | None, str, dict[str, str]]:
+    """(the chosen task or ``None`` for a question, the cleaned text, problems by field)."""
+    found: dict[str, str] = {}
+    if not spec.accepts("task"):
+        # Cap before anything else touches it: a 100,000-character paste never reaches the tokenizer.
+        try:
+            return None, clean_text(question, "Your question", MAX_QUESTION_CHARS, required=True, truncate=True,
+                                    missing=NO_QUESTION), found  # fmt: skip
+        except InputError as exc:
+            return None, "", {"question": str(exc)}
+    try:
+        chosen = _task(spec, task)
+    except InputError as exc:
+        return None, "", {"task": str(exc)}
+    text = ""
+    try:
+        text = clean_text(phrase, "The phrase", MAX_QUESTION_CHARS, required=chosen.needs_text, truncate=True,
+                          missing=f"{chosen.label} needs a phrase: type what to find.")  # fmt: skip
+    except InputError as exc:
+        found["phrase"] = str(exc)
+    corners = region if isinstance(region, (list, tuple)) else ()
+    if chosen.needs_region and (len(corners) != 2 or any(not isinstance(c, (list, tuple)) or len(c) != 2 for c in corners)):
+        found["region"] = f"{chosen.label} needs a region: click two opposite corners on the image."
+    return chosen, text, found
+
+
+def problems(spec: ModelSpec, question: Any = "", *, task: Any = "", phrase: Any = "", region: Any = None) -> dict[str, str]:
+    """What is missing in a request, by field (question, task, phrase, region), found before any
+    image is decoded or model loaded; empty when nothing is. `build_request` refuses the same."""
+    return _prompt(spec, question, task, phrase, region)[2]
 
 
 def last_question(history: Any) -> tuple[str, list[dict[str, Any]]]:

@@ -27,6 +27,7 @@ from model_loaders.core.registry import get_spec
 from model_loaders.core.results import Timings
 from model_loaders.core.specs import ModelSpec, Task
 
+NO_IMAGE = "Upload an image or pick an example first."
 DOING = {"ask": "answer questions", "detect": "detect objects", "segment": "segment", "depth": "estimate depth"}
 
 
@@ -108,7 +109,7 @@ def image_of(ctx: Any, source: Any, **kwargs: Any) -> DecodedImage:
     if isinstance(source, DecodedImage):
         return source
     if source is None:
-        raise InputError("Upload an image first (or pick an example).")
+        raise InputError(NO_IMAGE)
     return decode_image(source, gate=ctx.uploads, **kwargs)
 
 

@@ -205,6 +205,49 @@ def compute_agreement(task: str, runs: list[ModelRun]) -> tuple[np.ndarray | Non
     return matrix, abs_rel
 
 
+@dataclass
+class _Request:
+    specs: list[ModelSpec] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)
+    confidence: float | None = None
+    question: str = ""
+    problems: dict[str, InputError | ModelUnavailable] = field(default_factory=dict)
+
+
+def _request(ctx: Any, task: str, models: Any, classes: Any, confidence: Any, question: Any) -> _Request:
+    """A comparison's settings, checked before the image is decoded or any model loads."""
+    req = _Request()
+    try:
+        req.specs = check_models(ctx, task, model_keys(models))
+    except (InputError, ModelUnavailable) as exc:
+        req.problems["models"] = exc
+    try:
+        if task == "detect":
+            text = clean_text(classes, "Classes", MAX_CLASSES_CHARS)
+            req.classes = detect_task.parse_prompt(text)[0] if text else []
+            open_vocabulary = [s.name for s in req.specs if s.open_vocabulary]
+            if open_vocabulary and not req.classes:
+                raise InputError(f"{', '.join(open_vocabulary)} need words: type the classes to find.")
+        elif task == "ask":
+            req.question = clean_text(question, "Question", MAX_QUESTION_CHARS, required=True, truncate=True,
+                                      missing=ask_task.NO_QUESTION)  # fmt: skip
+    except InputError as exc:
+        req.problems["classes" if task == "detect" else "question"] = exc
+    try:
+        if task == "detect" and confidence not in (None, ""):
+            req.confidence = finite_number(confidence, "Confidence", 0.0, 1.0)
+    except InputError as exc:
+        req.problems["confidence"] = exc
+    return req
+
+
+def problems(ctx: Any, task: Any, models: Any, classes: Any = "", confidence: Any = None,
+             question: Any = "") -> dict[str, str]:  # fmt: skip
+    """What is wrong with a comparison's settings, by field (models, classes, confidence,
+    question), before anything runs; `compare` refuses the same."""
+    return {name: str(exc) for name, exc in _request(ctx, str(task or ""), models, classes, confidence, question).problems.items()}
+
+
 def compare(
     ctx: Any,
     image: Any,
@@ -224,14 +267,12 @@ def compare(
         InputError: bad task, model list, image, prompt or numbers.
     """
     task = str(task or "")
-    specs = check_models(ctx, task, model_keys(models))
+    req = _request(ctx, task, models, classes, confidence, question)
+    if req.problems:
+        first = next(iter(req.problems.values()))
+        raise first
+    specs, wanted, conf, q = req.specs, req.classes, req.confidence, req.question
     run: Callable[[str, Timings], Any]
-    if task == "detect":
-        text = clean_text(classes, "Classes", MAX_CLASSES_CHARS)
-        wanted = detect_task.parse_prompt(text)[0] if text else []
-        conf = None if confidence in (None, "") else finite_number(confidence, "Confidence", 0.0, 1.0)
-    elif task == "ask":
-        q = clean_text(question, "Question", MAX_QUESTION_CHARS, required=True, truncate=True)
     decoded = image_of(ctx, image)  # once, shared by every model
     pts: list[tuple[float, float]] = []
     if task == "detect":
@@ -259,4 +300,15 @@ def compare(
         notes += [f"{s.name} does not take free questions: it gives a detailed caption instead."
                   for s in specs if not s.accepts("question")]  # fmt: skip
     notes += [f"{s.name}: {r.error}" for s, r in zip(specs, runs, strict=True) if not r.ok]
-    return Comparison(task, specs, runs, decoded, pts, matrix, abs_rel, notes)
+    cmp = Comparison(task, specs, runs, decoded, pts, matrix, abs_rel, notes)
+    if task == "detect":
+        notes += [f"{specs[i].name} and {specs[j].name} found no boxes: there is nothing to agree on "
+                  "(lower the confidence or name other classes)."
+                  for i in range(len(specs)) for j in range(i + 1, len(specs)) if both_empty(cmp, i, j)]  # fmt: skip
+    return cmp
+
+
+def both_empty(cmp: Comparison, i: int, j: int) -> bool:
+    """True when models ``i`` and ``j`` of a detect comparison both ran and found no boxes."""
+    a, b = cmp.runs[i], cmp.runs[j]
+    return cmp.task == "detect" and usable(a, "detect") and usable(b, "detect") and len(a.result) == 0 == len(b.result)

@@ -68,7 +68,7 @@ def parse_prompt(text: str, max_classes: int = MAX_PROMPT_CLASSES) -> tuple[list
         seen.add(name.lower())
         classes.append(name)
     if not classes:
-        raise InputError("Please type the classes to find, separated by commas (for example: book, mug, laptop).")
+        raise InputError("Type the classes to find, separated by commas (for example: book, mug, laptop).")
     notes = []
     if long_cut:
         notes.append(f"Class names longer than {MAX_CLASS_CHARS} characters were shortened.")

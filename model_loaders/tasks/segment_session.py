@@ -159,12 +159,20 @@ def apply(ctx: Any, session: SegmentSession, model: str, snapshot: Snapshot) -> 
 
 
 def set_image(ctx: Any, session: SegmentSession, source: Any) -> SegmentSession:
-    """Start over on a new image (prompts, objects, history and timing reset; embeddings kept, bounded)."""
+    """Start over on a new image (prompts, objects, history and timing reset; embeddings kept, bounded).
+
+    The same picture again (an input restored after a refused upload, the same example picked
+    twice) keeps the session as it is.
+    """
     if source is None:
         session.image = None
         session.source = None
     else:
-        session.image = image_of(ctx, source)
+        image = image_of(ctx, source)
+        if session.image is not None and image.digest == session.image.digest:
+            session.source = source
+            return session
+        session.image = image
         session.source = source
     session.state = Snapshot()
     session.undo.clear()

@@ -74,10 +74,10 @@ def parse_schema(text: Any) -> dict[str, Any]:
         InputError: not JSON, not a valid JSON Schema, or not an object schema with properties.
     """
     if not isinstance(text, str) or not text.strip():
-        raise InputError("Please enter a JSON Schema for the answer.")
+        raise InputError("Write the JSON Schema of one answer, or pick a preset.")
     schema = load_schema(text)
     if schema is None:  # load_schema treats blank text as "no schema"; here one is required
-        raise InputError("Please enter a JSON Schema for the answer.")
+        raise InputError("Write the JSON Schema of one answer, or pick a preset.")
     props = schema.get("properties")
     if schema.get("type") != "object" or not isinstance(props, dict) or not props:
         raise InputError('The schema must describe an object with "properties" (they become the table columns).')
@@ -565,6 +565,50 @@ def _asker(ctx: Any, vlm: str, schema: dict[str, Any], timings: Any, max_new_tok
     return ask
 
 
+@dataclass
+class _Settings:
+    schema: dict[str, Any] = field(default_factory=dict)
+    detector: Any = None
+    vlm: Any = None
+    classes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    problems: dict[str, Exception] = field(default_factory=dict)
+
+
+def _settings(ctx: Any, detector: Any, classes: Any, vlm: Any, schema_text: Any) -> _Settings:
+    """A workflow's models, classes and schema, checked before the image is decoded or a model loads."""
+    from model_loaders.core.errors import ModelUnavailable
+    from model_loaders.core.validate import clean_text
+    from model_loaders.tasks import ask as ask_task
+    from model_loaders.tasks import detect as detect_task
+
+    out = _Settings()
+
+    def check(name: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except (InputError, ModelUnavailable) as exc:
+            out.problems[name] = exc
+            return None
+
+    out.schema = check("schema", lambda: parse_schema(schema_text)) or {}
+    out.detector = check("detector", lambda: detect_task.detect_spec(ctx, detector, "a detector"))
+    out.vlm = check("vlm", lambda: ask_task.ask_spec(ctx, vlm, "a chat VLM"))
+    if out.vlm is not None and not out.vlm.accepts("question"):
+        out.problems["vlm"] = InputError(f"{out.vlm.name} cannot answer with JSON: pick a chat VLM.")
+    text = check("classes", lambda: clean_text(classes, "Classes", MAX_CLASSES_CHARS)) or ""
+    out.classes, out.notes = check("classes", lambda: detect_task.parse_prompt(text)) or ([], []) if text else ([], [])
+    if out.detector is not None and out.detector.open_vocabulary and not out.classes and "classes" not in out.problems:
+        out.problems["classes"] = InputError(f"{out.detector.name} finds what you name: type the classes to find.")
+    return out
+
+
+def problems(ctx: Any, detector: Any, classes: Any, vlm: Any, schema_text: Any) -> dict[str, str]:
+    """What is wrong with a workflow's settings, by field (detector, classes, vlm, schema),
+    before anything runs; `run_workflow` refuses the same."""
+    return {name: str(exc) for name, exc in _settings(ctx, detector, classes, vlm, schema_text).problems.items()}
+
+
 def run_workflow(ctx: Any, image: Any, detector: Any, classes: Any, confidence: Any, padding: Any, vlm: Any,
                  schema_text: Any, max_new_tokens: int = MAX_NEW_TOKENS) -> WorkflowRun:  # fmt: skip
     """Validate everything, detect, merge, crop, ask the VLM about each crop and validate.
@@ -573,18 +617,15 @@ def run_workflow(ctx: Any, image: Any, detector: Any, classes: Any, confidence: 
         InputError: bad image, model choice, classes, numbers or schema (before any model loads).
     """
     from model_loaders.core.results import Timings
-    from model_loaders.core.validate import clean_text, finite_number
-    from model_loaders.tasks import ask as ask_task
+    from model_loaders.core.validate import finite_number
     from model_loaders.tasks import detect as detect_task
     from model_loaders.tasks.base import image_of
 
-    schema = parse_schema(schema_text)
-    det_spec = detect_task.detect_spec(ctx, detector, "a detector")
-    vlm_spec = ask_task.ask_spec(ctx, vlm, "a chat VLM")
-    if not vlm_spec.accepts("question"):
-        raise InputError(f"{vlm_spec.name} cannot answer with JSON: pick a chat VLM.")
-    text = clean_text(classes, "Classes", MAX_CLASSES_CHARS)
-    wanted, notes = detect_task.parse_prompt(text) if text else ([], [])
+    settings = _settings(ctx, detector, classes, vlm, schema_text)
+    if settings.problems:
+        raise next(iter(settings.problems.values()))
+    schema, det_spec, vlm_spec, wanted, notes = (settings.schema, settings.detector, settings.vlm,
+                                                 settings.classes, settings.notes)  # fmt: skip
     conf = finite_number(confidence, "Confidence", 0.0, 1.0)
     pad = int(finite_number(padding, "Crop padding", 0, MAX_PADDING))
     decoded = image_of(ctx, image)
