@@ -76,6 +76,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "60%% of RAM; never more than is free when a model loads (env VP_MEMORY_BUDGET_GB)",
     )
     p.add_argument(
+        "--long-jobs",
+        type=int,
+        default=int(os.environ.get("VP_LONG_JOBS", "1")),
+        help="long jobs (chat streams, comparisons, workflows) run at once; quick clicks never wait behind "
+        "them. Raise only on a GPU with memory to spare (env VP_LONG_JOBS)",
+    )
+    p.add_argument(
+        "--demo",
+        action="store_true",
+        default=_env_flag("VP_DEMO"),
+        help="presenter mode: larger type, no developer details, each tab opens on an example already "
+        "run (computed at start-up) (env VP_DEMO=1)",
+    )
+    p.add_argument(
         "--temp-cap-mb",
         type=int,
         default=int(os.environ.get("VP_TEMP_CAP_MB", "2048")),
@@ -144,7 +158,8 @@ def build_app(ctx: Any) -> Any:
     with gr.Blocks(title="Vision Playground", delete_cache=(1800, 3600)) as demo:
         gr.Markdown(
             "# Vision Playground\nTry today's best pre-trained vision models on your own image: "
-            "segment, depth, detect, ask, compare. Every tab is also an API endpoint."
+            "segment, depth, detect, ask, compare. Every tab is also an API endpoint.",
+            elem_classes=["intro"],
         )
         if ctx.weights_warning:
             gr.Markdown(f"**Running with {ctx.weights_warning}.**", elem_id="weights-warning")
@@ -194,9 +209,11 @@ def health_routes(ctx: Any, demo: Any) -> list[Any]:
 def launch_options(
     host: str = "127.0.0.1", port: int | None = None, mcp: bool = False, ctx: Any = None, demo: Any = None
 ) -> dict[str, Any]:
-    """The safe launch configuration (reference/reliability.md §5), with ``/health`` when given the app."""
+    """The safe launch configuration (reference/reliability.md §5), with ``/health`` when given the app
+    and the presenter style in presenter mode."""
     import gradio as gr
 
+    presenter = bool(ctx is not None and ctx.options.get("demo"))
     return {
         "app_kwargs": {"routes": health_routes(ctx, demo)} if ctx is not None and demo is not None else {},
         "server_name": host,
@@ -212,7 +229,7 @@ def launch_options(
         "state_session_capacity": 2000,
         "footer_links": ["api", "gradio"],
         "theme": gr.themes.Soft(),
-        "css_paths": [str(ROOT / "tabs" / "style.css")],
+        "css_paths": [str(ROOT / "tabs" / "style.css")] + ([str(ROOT / "tabs" / "presenter.css")] if presenter else []),
     }
 
 
@@ -240,9 +257,13 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("--mcp needs the mcp extra: pip install 'vision-playground[mcp]'")
     budget = int(args.memory_budget_gb * 2**30) if args.memory_budget_gb else None
     ctx = make_context(args.weights, args.device, budget_bytes=budget, temp_cap_mb=args.temp_cap_mb)
-    ctx.options["queue_size"] = args.queue_size
+    ctx.options.update(queue_size=args.queue_size, long_jobs=args.long_jobs, demo=args.demo)
     preload(ctx, args.preload)
     demo = build_app(ctx)
+    if args.demo:
+        from tabs._presenter import warm
+
+        warm(ctx)  # every tab's example is run before the first visitor arrives
     log.info("serving on http://%s:%s (weights=%s, device=%s)", args.host, args.port, args.weights, ctx.settings.device)
     demo.launch(**launch_options(args.host, args.port, args.mcp, ctx=ctx, demo=demo))
 

@@ -14,6 +14,9 @@ so CPU drift hits all three alike:
 It also prints paired ratios: each handler / client call divided by the model forward timed
 inside that same call, which is robust to a CPU shared with other work.
 
+Last, a colormap change on a 3-megapixel photo is timed with Gradio's output encoding included
+(what the user waits for), next to the model run it replaces.
+
 Usage: .venv/bin/python benchmarks/depth.py [--rounds 5] [--device cpu] [--model depth-anything-v2-small]
 """
 
@@ -142,6 +145,36 @@ def main() -> None:
     # timed inside that same call removes the drift from the overhead estimate.
     print(f"paired handler/forward = {med(paired_handler):.3f}   paired client/forward = {med(paired_client):.3f}")
     print(f"overhead ms: handler - raw = {handler_ms - raw_ms:.0f}, client - handler = {client_ms - handler_ms:.0f}")
+    rerender_large(ctx, args.model, tmp, args.rounds)
+
+
+def rerender_large(ctx: object, model: str, folder: Path, rounds: int) -> None:
+    """A colormap change on a 3-megapixel photo: the tab's re-render plus what Gradio does with
+    its outputs (encoding the slider and click-map images), against the model run it replaces."""
+    import gradio as gr
+    import numpy as np
+    from PIL import Image
+
+    from tabs import depth as D
+    from tabs._examples import example_paths
+
+    src = folder / "large.jpg"
+    Image.open(example_paths()[2]).convert("RGB").resize((2048, 1536), Image.Resampling.BICUBIC).save(src)
+    start = time.perf_counter()
+    _, _, _, kept = D.compute(ctx, {"path": str(src)}, model)
+    run_ms = _ms(start)
+    slider, pick = gr.ImageSlider(type="numpy", format="jpeg"), gr.Image(type="numpy", format="jpeg")
+    totals = []
+    for i in range(rounds):
+        start = time.perf_counter()
+        out = D.render(ctx, kept, ("inferno", "viridis")[i % 2], bool(i % 2), 60)
+        slider.postprocess(out[0])
+        pick.postprocess(out[1])
+        totals.append(_ms(start))
+    shown = np.asarray(out[1]).shape
+    print(f"3-megapixel photo (2048x1536, map {kept.depth.shape[1]}x{kept.depth.shape[0]}, shown {shown[1]}x{shown[0]}):")
+    print(f"  model run ms {run_ms:9.1f}; colormap change ms (render + output encoding) {statistics.median(totals):9.1f}")
+    print(f"  colormap change / model run = {statistics.median(totals) / run_ms:.3f}")
 
 
 if __name__ == "__main__":

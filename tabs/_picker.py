@@ -18,6 +18,7 @@ from model_loaders.core.registry import DEFAULTS, get_spec
 from model_loaders.core.specs import ModelSpec, Task
 from model_loaders.tasks.base import models_for
 from tabs._events import light_event
+from tabs._presenter import presenting
 
 
 def choice_label(spec: ModelSpec) -> str:
@@ -64,7 +65,7 @@ def picker_note(ctx: Any, task: Task, key: Any, where: Callable[[ModelSpec], boo
             pass
     if not ready:
         lines.append("No model for this can run on this server.")
-    if not_here:
+    if not_here and not presenting(ctx):  # presenters show what runs; the Models tab lists the rest
         shown = "; ".join(f"{s.name} ({why})" for s, why in not_here[:8])
         more = f"; and {len(not_here) - 8} more" if len(not_here) > 8 else ""
         lines.append(f"<small>Not available on this server: {shown}{more}. See the Models tab.</small>")

@@ -28,6 +28,7 @@ from tabs._errors import user_errors
 from tabs._events import light_event, model_event
 from tabs._examples import example_paths
 from tabs._picker import model_picker
+from tabs._presenter import DEV_ONLY, first_view, input_height
 from tabs._timing import timing_line
 
 log = logging.getLogger(__name__)
@@ -81,14 +82,16 @@ def build(ctx: AppContext) -> None:
     gr.Markdown(
         "Ask about an image: chat with a VLM (streamed), or run a task of a task-menu model such as "
         "Florence-2; boxes in answers are drawn, and JSON answers are checked against a schema. "
-        "Region tasks: click two opposite corners on the image."
+        "Region tasks: click two opposite corners on the image.",
+        elem_classes=["intro"],
     )
     history_key = gr.State("")  # digest of the image the chat history is about
     region_state = gr.State([])
     first_menu = task_choices(DEFAULTS["ask"])
     with gr.Row():
         with gr.Column(scale=1):
-            image = ImageInput(label="Image", sources=["upload", "clipboard"], elem_id="ask-image")
+            image = ImageInput(label="Image", sources=["upload", "clipboard"], elem_id="ask-image",
+                               height=input_height(ctx))  # fmt: skip
             gr.Examples(example_paths(), inputs=[image], label="Examples", elem_id="ask-examples")
             model = model_picker(ctx, "ask", elem_id="ask-model").dropdown
             with gr.Group(visible=bool(first_menu)) as task_box:
@@ -117,8 +120,9 @@ def build(ctx: AppContext) -> None:
             timing = gr.Markdown(empty_hint(first_menu), elem_id="ask-timing")
             annotated = gr.Image(label="Boxes and region", interactive=False, format="png", elem_id="ask-boxes")
             grounding_md = gr.Markdown()
-            raw = gr.Textbox(label="Raw model output", lines=3, interactive=False, elem_id="ask-raw")
-            boxes = gr.JSON(label="Parsed boxes (original image pixels)")
+            raw = gr.Textbox(label="Raw model output", lines=3, interactive=False, elem_id="ask-raw",
+                             elem_classes=[DEV_ONLY])  # fmt: skip
+            boxes = gr.JSON(label="Parsed boxes (original image pixels)", elem_classes=[DEV_ONLY])
             flag = gr.Markdown()
             structured = gr.JSON(label="Structured output")
 
@@ -197,6 +201,15 @@ def build(ctx: AppContext) -> None:
     inputs = [image, model, task, phrase, question, chat, max_tokens, temperature, preset, schema_text, region_state,
               history_key]  # fmt: skip
     long = model_event(ctx, "long", timing)
+    def ask_example() -> list[Any]:
+        chunks = _respond(example_paths()[0], model.value, task.value, "", "What is in this image?", [],
+                          max_tokens.value, 0.0, NO_PRESET, "", [], "")  # fmt: skip
+        last: list[Any] = []
+        for last in chunks:  # noqa: B007 - the final message is the answer
+            pass
+        return last
+
+    first_view(ctx, [image, *outputs], ask_example, lambda last: (example_paths()[0], *last))
     guard_upload(ctx, image)
     gr.on([send.click, question.submit], respond, inputs, outputs, api_visibility="private", preprocess=False,
           validator=validator(check_ask), **long)  # fmt: skip

@@ -26,12 +26,14 @@ from tabs._errors import user_errors
 from tabs._events import light_event, model_event
 from tabs._examples import example_paths
 from tabs._picker import choice_label, picker_note
+from tabs._presenter import first_view, input_height
 
 log = logging.getLogger(__name__)
 
 TITLE = "Compare"
 STAGES = (("load_ms", "load", "#b0b0b0"), ("preprocess_ms", "preprocess", "#8ecae6"),
           ("inference_ms", "inference", "#219ebc"), ("postprocess_ms", "postprocess", "#023047"))  # fmt: skip
+EMPTY = "Upload an image or pick an example, pick 2–4 models and press **Compare**."
 SUMMARY_HEADERS = ["model", "licence", "load ms", "pre ms", "inference ms", "post ms", "run ms (no load)", "result"]
 
 
@@ -232,11 +234,24 @@ def api_payload(ctx: AppContext, cmp: Comparison) -> dict[str, Any]:
 
 def notes_markdown(ctx: AppContext, cmp: Comparison) -> str:
     """Warnings and per-model problems above the outputs."""
-    lines = [f"⚠ **{ctx.weights_warning}**"] if ctx.weights_warning else []
-    lines += [f"- {n}" for n in cmp.notes]
+    parts = [f"⚠ **{ctx.weights_warning}**"] if ctx.weights_warning else []
     if cmp.task == "segment":
-        lines.append(f"Prompts: {len(cmp.points)} point(s), one mask per point per model.")
-    return "\n".join(lines)
+        parts.append(f"Prompts: {len(cmp.points)} point(s), one mask per point per model.")
+    if cmp.notes:
+        parts.append("\n".join(f"- {n}" for n in cmp.notes))
+    return "\n\n".join(parts)
+
+
+def views(ctx: AppContext, cmp: Comparison) -> tuple[Any, ...]:
+    """(notes, gallery, per-model table, latency chart, agreement chart, pairs table) for a comparison."""
+    return (
+        notes_markdown(ctx, cmp),
+        gallery_items(cmp, ctx.weights_warning),
+        gr.Dataframe(value=summary_rows(cmp), headers=SUMMARY_HEADERS),
+        latency_figure(cmp),
+        agreement_figure(cmp),
+        gr.Dataframe(value=agreement_rows(cmp), headers=agreement_headers(cmp.task)),
+    )
 
 
 # ----- UI ------------------------------------------------------------------------------------
@@ -247,16 +262,20 @@ def build(ctx: AppContext) -> None:
     gr.Markdown(
         "Run 2–4 models of one task on the same image and see, in numbers, where they agree. "
         "Models run one after another, each loaded only while it runs, so a comparison larger than "
-        "memory still completes."
+        "memory still completes.",
+        elem_classes=["intro"],
     )
     with gr.Row():
         with gr.Column(scale=1):
-            image = ImageInput(label="Image", type="filepath", sources=["upload", "clipboard"], elem_id="compare-image")
+            image = ImageInput(label="Image", type="filepath", sources=["upload", "clipboard"], elem_id="compare-image",
+                               height=input_height(ctx))  # fmt: skip
             gr.Examples(example_paths(), inputs=[image], label="Examples", elem_id="compare-examples")
             task = gr.Radio(list(TASKS), value="detect", label="Task", elem_id="compare-task")
             models = gr.Dropdown(model_choices(ctx, "detect"), value=default_models(ctx, "detect"), multiselect=True,
                                  max_choices=tc.MAX_COMPARE, label="Models (2–4)", elem_id="compare-models")  # fmt: skip
-            models_note = gr.Markdown(picker_note(ctx, "detect", None), elem_id="compare-models-note")
+            first_note = picker_note(ctx, "detect", None)
+            models_note = gr.Markdown(first_note, visible=bool(first_note), elem_id="compare-models-note")
+            run_btn = gr.Button("Compare", variant="primary", elem_id="compare-run")
             classes = gr.Textbox(label="Classes (empty: all; open-vocabulary models and VLMs need words)",
                                  placeholder="cat, cup", max_lines=2, elem_id="compare-classes")  # fmt: skip
             confidence = gr.Number(value=None, minimum=0.0, maximum=1.0, step=0.01,
@@ -266,9 +285,8 @@ def build(ctx: AppContext) -> None:
                                 visible=False, max_lines=2, elem_id="compare-points")  # fmt: skip
             question = gr.Textbox(value="Describe the image.", label="Question", visible=False, max_lines=3,
                                   elem_id="compare-question")  # fmt: skip
-            run_btn = gr.Button("Compare", variant="primary", elem_id="compare-run")
         with gr.Column(scale=2):
-            notes = gr.Markdown(elem_id="compare-notes")
+            notes = gr.Markdown(EMPTY, elem_id="compare-notes")
             gallery = gr.Gallery(label="Outputs side by side", columns=2, height="auto", object_fit="contain",
                                  elem_id="compare-gallery")  # fmt: skip
             summary = gr.Dataframe(headers=SUMMARY_HEADERS, interactive=False, wrap=True, label="Per model",
@@ -288,22 +306,15 @@ def build(ctx: AppContext) -> None:
 
     @user_errors
     def on_compare(img: Any, t: Any, keys: Any, cls: Any, conf: Any, pts: Any, q: Any) -> tuple[Any, ...]:
-        cmp = tc.compare(ctx, img, t, keys, cls, conf, pts, q)
-        return (
-            notes_markdown(ctx, cmp),
-            gallery_items(cmp, ctx.weights_warning),
-            gr.Dataframe(value=summary_rows(cmp), headers=SUMMARY_HEADERS),
-            latency_figure(cmp),
-            agreement_figure(cmp),
-            gr.Dataframe(value=agreement_rows(cmp), headers=agreement_headers(cmp.task)),
-        )
+        return views(ctx, tc.compare(ctx, img, t, keys, cls, conf, pts, q))
 
     @user_errors
     def on_task(t: Any) -> tuple[Any, ...]:
         t = str(t) if t in TASKS else "detect"
+        note = picker_note(ctx, t, None)  # type: ignore[arg-type]
         return (
             gr.Dropdown(choices=model_choices(ctx, t), value=default_models(ctx, t)),
-            picker_note(ctx, t, None),  # type: ignore[arg-type]
+            gr.Markdown(note, visible=bool(note)),
             gr.Textbox(visible=t == "detect"),
             gr.Number(visible=t == "detect"),
             gr.Textbox(visible=t == "segment"),
@@ -342,10 +353,14 @@ def build(ctx: AppContext) -> None:
         return {"img": no_image(img), "keys": found.get("models"), "cls": found.get("classes"),
                 "conf": found.get("confidence"), "q": found.get("question")}  # fmt: skip
 
+    first_view(ctx, [image, notes, gallery, summary, latency, heatmap, pairs],
+               lambda: tc.compare(ctx, example_paths()[0], "detect", default_models(ctx, "detect")),
+               lambda cmp: (example_paths()[0], *views(ctx, cmp)))  # fmt: skip
     guard_upload(ctx, image)
-    run_btn.click(on_compare, [image, task, models, classes, confidence, points, question],
-                  [notes, gallery, summary, latency, heatmap, pairs], api_visibility="private", preprocess=False,
-                  validator=validator(check_compare), **model_event(ctx, "long", notes))  # fmt: skip
+    gr.on([run_btn.click, classes.submit, question.submit], on_compare,
+          [image, task, models, classes, confidence, points, question],
+          [notes, gallery, summary, latency, heatmap, pairs], api_visibility="private", preprocess=False,
+          validator=validator(check_compare), **model_event(ctx, "long", notes))  # fmt: skip
     task.change(on_task, [task], [models, models_note, classes, confidence, points, question], api_visibility="private",
                 **light_event())  # fmt: skip
     image.select(on_click, [points], [points], api_visibility="private", **light_event())

@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 import gradio as gr
+import numpy as np
 
 from model_loaders.core.context import AppContext
 from model_loaders.core.errors import InputError
@@ -24,6 +25,7 @@ from tabs._errors import user_errors
 from tabs._events import light_event, model_event
 from tabs._examples import example_paths
 from tabs._picker import model_picker
+from tabs._presenter import DEV_ONLY, first_view, input_height
 from tabs._timing import timing_line
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,28 @@ def compute(ctx: AppContext, image: Any, model: Any, cmap: Any = dx.DEFAULT_COLO
     return files, stats, timing, kept
 
 
+DISPLAY_MAX_SIDE = 1024  # what the page shows; the downloads keep every pixel
+
+
+def display_copy(image: np.ndarray) -> np.ndarray:
+    """``image`` no larger than the page shows it: encoding and sending a 3-megapixel PNG on every
+    colormap change took over a second; the downloads keep full resolution."""
+    import cv2
+
+    h, w = image.shape[:2]
+    scale = DISPLAY_MAX_SIDE / max(h, w)
+    if scale >= 1.0:
+        return image
+    return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+
+
+def to_map_pixels(kept: td.DepthRun, x: float, y: float) -> tuple[float, float]:
+    """A click on the shown (display-size) map -> the depth map's pixel."""
+    h, w = kept.depth.shape[:2]
+    scale = min(1.0, DISPLAY_MAX_SIDE / max(h, w))
+    return x / scale, y / scale
+
+
 def render(ctx: AppContext, kept: td.DepthRun, cmap: Any, invert: Any, fov: Any) -> tuple[Any, ...]:
     """Everything drawn from the float map (no model call): slider, click map, 3D, downloads.
 
@@ -86,19 +110,19 @@ def render(ctx: AppContext, kept: td.DepthRun, cmap: Any, invert: Any, fov: Any)
         f" Range in this image: {_fmt(lo, kept.kind)} to {_fmt(hi, kept.kind)}. "
         f"Colours: {near} is the high end of **{cmap}**."
     )
-    return (kept.image, colour), colour, fig, files, meaning, kept
+    shown = display_copy(colour)
+    return (display_copy(kept.image), shown), shown, fig, files, meaning, kept
 
 
 def build(ctx: AppContext) -> None:
     """Render the Depth tab."""
-    gr.Markdown(INTRO)
-    if ctx.weights_warning:
-        gr.Markdown(f"⚠️ **{ctx.weights_warning}**")
+    gr.Markdown(INTRO, elem_classes=["intro"])
     state = gr.State(None)
     with gr.Row():
         with gr.Column(scale=2, min_width=300):
             image = ImageInput(
-                label="Image", type="filepath", sources=["upload", "clipboard"], height=320, elem_id="depth-input"
+                label="Image", type="filepath", sources=["upload", "clipboard"], height=input_height(ctx, 320),
+                elem_id="depth-input",
             )
             model = model_picker(ctx, "depth", elem_id="depth-model").dropdown
             run = gr.Button("Estimate depth", variant="primary", elem_id="depth-run")
@@ -118,7 +142,8 @@ def build(ctx: AppContext) -> None:
         with gr.Column(scale=3, min_width=400):
             meaning = gr.Markdown(PENDING_MEANING, elem_id="depth-meaning")
             slider = gr.ImageSlider(
-                label="Image / depth", interactive=False, type="numpy", max_height=520, elem_id="depth-slider"
+                label="Image / depth", interactive=False, type="numpy", format="jpeg", max_height=520,
+                elem_id="depth-slider",
             )
             timing = gr.Markdown(elem_id="depth-timing", label="timing")
             with gr.Row(equal_height=False):
@@ -126,7 +151,7 @@ def build(ctx: AppContext) -> None:
                     label="Click the depth map to read a value",
                     interactive=False,
                     type="numpy",
-                    format="png",
+                    format="jpeg",
                     # No fixed height: with one, clicks on this gradio version do not reach .select.
                     buttons=["fullscreen"],
                     elem_id="depth-pick",
@@ -135,7 +160,7 @@ def build(ctx: AppContext) -> None:
                 readout = gr.Markdown(PICK_HINT, elem_id="depth-readout")
             plot = gr.Plot(label="3D view (drag to rotate, scroll to zoom)", elem_id="depth-plot")
             files = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="depth-files")
-            with gr.Accordion("Summary (JSON)", open=False):
+            with gr.Accordion("Summary (JSON)", open=False, elem_classes=[DEV_ONLY]):
                 stats = gr.JSON(label="Summary", elem_id="depth-stats")
 
     @user_errors
@@ -172,9 +197,9 @@ def build(ctx: AppContext) -> None:
             return gr.skip(), PICK_HINT
         if not isinstance(evt.index, (list, tuple)) or len(evt.index) != 2:
             raise InputError("Click inside the depth map.")
-        x, y = evt.index
+        x, y = (float(v) for v in evt.index)
         colour = dx.colourise(kept.depth, kept.kind, td.colormap(cmap), td.flag(inv, "Invert"))  # type: ignore[arg-type]
-        return draw.prompts(colour, corner=(float(x), float(y))), td.read_pixel(kept, x, y)
+        return draw.prompts(display_copy(colour), corner=(x, y)), td.read_pixel(kept, *to_map_pixels(kept, x, y))
 
     def check_run(image: Any, model: Any, colormap: Any, invert: Any, fov_degrees: Any) -> dict[str, str | None]:
         return {"image": no_image(image), "model": model_problem(ctx, "depth", model)}
@@ -195,6 +220,15 @@ def build(ctx: AppContext) -> None:
           api_visibility="private", **light_event(timing, trigger_mode="always_last"))  # fmt: skip
     pick.select(on_pick, [state, colormap, invert], [pick, readout], api_visibility="private",
                 **light_event(readout))  # fmt: skip
+
+    def present(kept: td.DepthRun) -> tuple[Any, ...]:
+        """Presenter mode: the first example, already run, as this page opens."""
+        pair, shown, fig, files_, meaning_, _ = render(ctx, kept, dx.DEFAULT_COLORMAP, False, dx.DEFAULT_FOV_DEG)
+        return (example_paths()[0], files_, timing_line(ctx, kept.timings), kept, pair, shown, fig, meaning_,
+                "Click the map to read a value.")  # fmt: skip
+
+    first_view(ctx, [image, files, timing, state, slider, pick, plot, meaning, readout],
+               lambda: compute(ctx, example_paths()[0], model.value)[3], present)  # fmt: skip
     # The public endpoint returns what an API client can use (no session state: MCP clients and
     # gradio_client cannot carry it between calls).
     api_btn = gr.Button(visible=False)

@@ -27,6 +27,7 @@ from tabs._errors import user_errors
 from tabs._events import light_event, model_event
 from tabs._examples import example_paths
 from tabs._picker import model_picker
+from tabs._presenter import first_view, input_height
 from tabs._timing import timing_line
 
 TITLE = "Detect"
@@ -156,11 +157,13 @@ def build(ctx: AppContext) -> None:
     state = gr.State(None)
     gr.Markdown(
         "Find objects with real-time detectors, or type the classes for an open-vocabulary model. "
-        "The model runs once; moving the sliders or the class filter re-filters its boxes instantly."
+        "The model runs once; moving the sliders or the class filter re-filters its boxes instantly.",
+        elem_classes=["intro"],
     )
     with gr.Row():
         with gr.Column(scale=1):
-            image = ImageInput(label="Image", type="filepath", sources=["upload", "clipboard"], elem_id="detect-image")
+            image = ImageInput(label="Image", type="filepath", sources=["upload", "clipboard"], elem_id="detect-image",
+                               height=input_height(ctx))  # fmt: skip
             gr.Examples(example_paths(), inputs=[image], label="Examples", elem_id="detect-examples")
             picked = model_picker(ctx, "detect", where=offered, elem_id="detect-model", filterable=True)
             model = picked.dropdown
@@ -173,6 +176,7 @@ def build(ctx: AppContext) -> None:
                 max_lines=3,
                 elem_id="detect-prompt",
             )
+            run_btn = gr.Button("Detect", variant="primary", elem_id="detect-run")
             confidence = gr.Slider(0.0, 1.0, value=defaults.confidence, step=0.01, label="Confidence",
                                    elem_id="detect-conf")  # fmt: skip
             iou = gr.Slider(0.0, 1.0, value=defaults.iou, step=0.01, label="IoU (NMS)", elem_id="detect-iou")
@@ -183,7 +187,6 @@ def build(ctx: AppContext) -> None:
                 label="Show only these classes (empty: all)",
                 elem_id="detect-classes",
             )
-            run_btn = gr.Button("Detect", variant="primary", elem_id="detect-run")
         with gr.Column(scale=1):
             annotated = gr.Image(label="Detections", type="numpy", interactive=False, elem_id="detect-output")
             info = gr.Markdown(EMPTY, elem_id="detect-info")
@@ -220,6 +223,14 @@ def build(ctx: AppContext) -> None:
           view, api_visibility="private", preprocess=False, **light_event(info, trigger_mode="always_last"))  # fmt: skip
     model.change(h["model_change"], [model], [prompt, class_filter, confidence, iou, state], api_visibility="private",
                  **light_event(info))  # fmt: skip
+
+    def present(run: td.DetectRun) -> tuple[Any, ...]:
+        """Presenter mode: the first example, already run, as this page opens."""
+        return (example_paths()[0], *outputs_for(ctx, run, defaults.confidence, defaults.iou, []), run,
+                gr.update(choices=list(run.classes), value=[]))  # fmt: skip
+
+    first_view(ctx, [image, *view, state, class_filter], lambda: td.run(ctx, example_paths()[0], model.value),
+               present)  # fmt: skip
     api_btn.click(
         h["api"],
         [image, model, confidence, iou, api_classes],

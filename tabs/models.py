@@ -82,7 +82,8 @@ def build(ctx: AppContext, tab: Any = None) -> None:
     gr.Markdown(
         "Every model this app knows, with its licence, commercial-use terms and gating. "
         "*Runs here* says whether it can run in this server now (code available, optional extra "
-        "installed, API key or HF token set, enough memory)."
+        "installed, API key or HF token set, enough memory).",
+        elem_classes=["intro"],
     )
     with gr.Row():
         status_md = gr.Markdown(status_markdown(ctx), elem_id="model-status", label="status")

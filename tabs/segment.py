@@ -27,6 +27,7 @@ from tabs._errors import user_errors
 from tabs._events import light_event, model_event
 from tabs._examples import example_paths
 from tabs._picker import model_picker
+from tabs._presenter import first_view, input_height
 from tabs._timing import timing_line
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,8 @@ def build(ctx: AppContext) -> None:
     gr.Markdown(
         "Click on the image to segment it. Points include or exclude; *Box* mode takes two clicks as "
         "opposite corners. Pick among the candidate masks; *New object* keeps the mask and starts "
-        "another. The image is encoded once per model; later clicks only run the fast decoder."
+        "another. The image is encoded once per model; later clicks only run the fast decoder.",
+        elem_classes=["intro"],
     )
     with gr.Row():
         with gr.Column(scale=2, min_width=280):
@@ -101,7 +103,7 @@ def build(ctx: AppContext) -> None:
                 label="Image (upload, paste or pick an example)",
                 sources=["upload", "clipboard"],
                 type="filepath",
-                height=240,
+                height=input_height(ctx, 240),
                 elem_id="segment-input",
             )
             gr.Examples(
@@ -236,6 +238,12 @@ def build(ctx: AppContext) -> None:
     gallery.select(on_gallery, [session], outputs, api_visibility="private", **light)
     export_btn.click(on_export, [session], files, api_name="segment_export", api_visibility="undocumented",
                      **light_event(files))  # fmt: skip
+
+    def load_model() -> None:
+        with ctx.use(model.value):  # presenter mode: the model is loaded before the first click
+            return None
+
+    first_view(ctx, [source], load_model, lambda _: example_paths()[0])
 
     # Hidden components: a session click by coordinates (what the canvas click does; for scripted
     # clients and tests) and the stateless public endpoint.

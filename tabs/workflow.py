@@ -27,6 +27,7 @@ from tabs._errors import user_errors
 from tabs._events import light_event, model_event
 from tabs._examples import ASSETS
 from tabs._picker import model_picker
+from tabs._presenter import first_view, input_height, presenting
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +74,10 @@ def views(ctx: AppContext, run: WorkflowRun, done: str = "") -> tuple[Any, ...]:
     lines.append(f"**{len(run.rows)}** row(s) · **{valid}** valid · **{len(run.rows) - valid}** invalid · "
                  f"detector {run.timings.get('detector', {}).get('inference_ms', 0):,.0f} ms inference, "
                  f"VLM {run.timings.get('vlm', {}).get('inference_ms', 0):,.0f} ms for all crops")  # fmt: skip
-    lines += [f"- {n}" for n in run.notes]
+    notes = "\n".join(f"- {n}" for n in run.notes)
     table = results_table(wf.rows_to_table(shown, run.schema), wf.table_headers(run.schema))
-    return draw.boxes(run.image.array, run.detections), gallery, table, "\n".join(lines)
+    status = "\n\n".join(lines) + (f"\n\n{notes}" if notes else "")  # paragraphs, then a list of notes
+    return draw.boxes(run.image.array, run.detections), gallery, table, status
 
 
 # ----- UI ------------------------------------------------------------------------------------
@@ -84,10 +86,11 @@ def views(ctx: AppContext, run: WorkflowRun, done: str = "") -> tuple[Any, ...]:
 def build(ctx: AppContext) -> None:
     """Render the Workflow tab."""
     state = gr.State(None)
-    gr.Markdown(PIPELINE)
+    gr.Markdown(PIPELINE, elem_classes=["intro"])
     with gr.Row():
         with gr.Column(scale=1):
-            image = ImageInput(label="Image", type="filepath", sources=["upload", "clipboard"], elem_id="workflow-image")
+            image = ImageInput(label="Image", type="filepath", sources=["upload", "clipboard"], elem_id="workflow-image",
+                               height=input_height(ctx))  # fmt: skip
             # The settings are made first (unrendered) so the example above them can set them.
             detector_pick = model_picker(ctx, "detect", default=WORKFLOW_DEFAULTS["detect"], label="① Detector",
                                          filterable=True, elem_id="workflow-detector", render=False)  # fmt: skip
@@ -109,7 +112,7 @@ def build(ctx: AppContext) -> None:
                         example_labels=["Books on a desk (CC0 render): find each book, read title, author, publisher"],
                         elem_id="workflow-examples")  # fmt: skip
             run_btn = gr.Button("Run workflow", variant="primary", elem_id="workflow-run")
-            with gr.Accordion("Pipeline settings", open=True):
+            with gr.Accordion("Pipeline settings", open=not presenting(ctx)):
                 detector_pick.render()
                 classes.render()
                 confidence.render()
@@ -200,6 +203,11 @@ def build(ctx: AppContext) -> None:
     view = [annotated, crops, table, status]
     inputs = [image, detector, classes, confidence, padding, vlm, schema]
     long = model_event(ctx, "long", status)
+    def run_example() -> WorkflowRun:
+        books, det, cls, _ = EXAMPLES[0]
+        return run_workflow(ctx, books, det, cls, confidence.value, padding.value, vlm.value, schema.value)
+
+    first_view(ctx, [image, *view, state], run_example, lambda run: (EXAMPLES[0][0], *views(ctx, run), run))
     guard_upload(ctx, image)
     run_btn.click(on_run, inputs, [*view, state, files], api_visibility="private", preprocess=False,
                   validator=validator(check_run), **long)  # fmt: skip

@@ -138,6 +138,28 @@ def test_colormap_and_invert_rerender_without_calling_the_model(
     assert (seen[("gray", False)][near] == lut[255]).all() and (seen[("gray", True)][near] == lut[0]).all()
 
 
+def test_downloads_come_back_after_the_output_space_pruned_them(ctx: Any, upload_path: Path) -> None:
+    import shutil
+
+    from tabs import depth
+
+    files, _, _, state = depth.compute(ctx, _png(upload_path / "old.png", _noise(60, 80, seed=5)), SMALL)
+    shutil.rmtree(Path(files[0]).parent)  # an hour later the output space expired this run's folder
+    _, _, _, again, _, _ = depth.render(ctx, state, "inferno", False, 60)
+    assert all(Path(f).exists() for f in again), "every download link works again"
+    assert np.array_equal(np.load([f for f in again if f.endswith(".npy")][0]), state.depth)
+
+
+def test_a_click_on_the_shown_map_reads_the_full_resolution_map(ctx: Any, upload_path: Path) -> None:
+    from tabs import depth
+
+    big = _noise(1200, 1600, seed=6)
+    _, _, _, state = depth.compute(ctx, _png(upload_path / "big.png", big), SMALL)
+    slider, pick, *_ = depth.render(ctx, state, "gray", False, 60)
+    assert pick.shape[:2] == (768, 1024), "the page gets a display-size copy, not 2 megapixels"
+    assert depth.to_map_pixels(state, 512, 384) == (800.0, 600.0)
+
+
 def test_read_pixel_reports_the_clicked_value(relative_run: tuple[list[str], dict, str, Any]) -> None:
 
     state = relative_run[3]

@@ -216,3 +216,51 @@ def test_every_tab_fits_the_screen_and_says_what_to_do_first(sized_page: Any, ap
         overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 1, f"{name} scrolls sideways by {overflow}px at {size}"
         page.screenshot(path=str(artifacts / f"tab-{name.lower()}-{size}.png"), full_page=True)
+
+
+@pytest.fixture(scope="module")
+def presenter_url() -> Any:
+    """The app in presenter mode (``--demo``), warmed as ``app.main`` does, on its own port."""
+    import app
+    from tabs._presenter import warm
+    from tests.conftest import free_port
+
+    ctx = app.make_context("tiny", "cpu")
+    ctx.options["demo"] = True
+    demo = app.build_app(ctx)
+    warm(ctx)
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **app.launch_options(port=free_port(), ctx=ctx, demo=demo))
+    try:
+        yield url.rstrip("/")
+    finally:
+        demo.close()
+
+
+def test_presenter_mode_opens_each_tab_on_a_finished_example_that_fits_a_projector(browser: Any, presenter_url: str,
+                                                                                 artifacts: Path) -> None:  # fmt: skip
+    context = browser.new_context(viewport={"width": 1280, "height": 720})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        page.goto(presenter_url)
+        # Each tab: (what shows the example's result without a click, the button that runs it again).
+        shown = {"Depth": ("#depth-slider img", "#depth-run"), "Detect": ("#detect-output img", "#detect-run"),
+                 "Ask": ("#ask-chat .message", "#ask-send"), "Compare": ("#compare-gallery img", "#compare-run"),
+                 "Workflow": ("#workflow-annotated img", "#workflow-run"), "Segment": ("#segment-canvas img", None)}  # fmt: skip
+        for name, (result, button) in shown.items():
+            open_tab(page, name)
+            page.locator(result).first.wait_for()
+            page.screenshot(path=str(artifacts / f"presenter-{name.lower()}-1280x720.png"))
+            # The main flow fits the screen: the result starts and the button ends above the fold.
+            assert page.locator(result).first.bounding_box()["y"] < 720, f"{name}: the result is below the fold"
+            if button:
+                b = page.locator(button).bounding_box()
+                assert b["y"] + b["height"] <= 720, f"{name}: the run button is below the fold"
+        # No developer details, no tab introductions; larger type than the normal page.
+        open_tab(page, "Ask")
+        assert not page.locator("#ask-raw").is_visible()
+        assert page.locator(".intro").count() == 0 or not page.locator(".intro").first.is_visible()
+        size = page.evaluate("() => parseFloat(getComputedStyle(document.querySelector('#ask-send')).fontSize)")
+        assert size >= 18
+    finally:
+        context.close()

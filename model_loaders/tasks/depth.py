@@ -88,7 +88,8 @@ class DepthRun:
     """One run kept per session: the float map, the image, and the files written for it.
 
     Everything the view needs is here, so re-rendering never runs the model. Files written for a
-    (colormap, invert) or field-of-view choice are reused while their folder exists.
+    (colormap, invert) or field-of-view choice are reused while their folder exists, and written
+    again if the output space pruned it.
     """
 
     depth: np.ndarray
@@ -99,11 +100,12 @@ class DepthRun:
     scale: float
     folder: str
     stem: str
-    png16: str
-    sidecar: str
-    npy: str
     timings: dict[str, Any]
+    original_size: tuple[int, int] = (0, 0)
     notes: list[str] = field(default_factory=list)
+    png16: str = ""
+    sidecar: str = ""
+    npy: str = ""
     colour_files: dict[str, str] = field(default_factory=dict)
     ply_files: dict[str, str] = field(default_factory=dict)
 
@@ -138,22 +140,13 @@ def run(ctx: Any, image: Any, model: Any, cmap: Any = dx.DEFAULT_COLORMAP, inver
             notes.append("the image is a single flat colour, so there is no depth to see")
         if flat:
             notes.append("the depth map is flat (one value everywhere): nothing to tell apart")
-        folder = ctx.outputs.new_dir("depth")
-        stem = file_stem(image)
-        q = dx.quantise16(depth)
-        meta = dx.sidecar(q, kind, spec.key, decoded.size)
-        png16 = folder / f"{stem}_depth16.png"
-        dx.write_png16(png16, q, meta)
-        side = folder / f"{stem}_depth16.json"
-        side.write_text(json.dumps(meta, indent=2))
-        npy = folder / f"{stem}_depth_float32.npy"
-        np.save(npy, depth)
         kept = DepthRun(
             depth=depth, image=decoded.array, kind=kind, max_depth=spec.max_depth_m if kind == "metric" else None,
-            model=spec.key, scale=decoded.scale, folder=str(folder), stem=stem, png16=str(png16), sidecar=str(side),
-            npy=str(npy), timings={}, notes=notes,
+            model=spec.key, scale=decoded.scale, folder="", stem=file_stem(image), timings={}, notes=notes,
+            original_size=decoded.size,
         )  # fmt: skip
         files = view_files(ctx, kept, cmap, invert, fov_deg)
+        q = dx.quantise16(depth)
     kept.timings = timings.as_dict()
     stats = {
         "model": spec.key,
@@ -177,11 +170,27 @@ def run(ctx: Any, image: Any, model: Any, cmap: Any = dx.DEFAULT_COLORMAP, inver
 
 def _folder(ctx: Any, kept: DepthRun) -> Path:
     # The output space may have pruned an old run's folder: write into a fresh one then.
-    folder = Path(kept.folder)
-    if not folder.is_dir():
+    folder = Path(kept.folder) if kept.folder else None
+    if folder is None or not folder.is_dir():
         folder = ctx.outputs.new_dir("depth")
         kept.folder = str(folder)
     return folder
+
+
+def data_files(ctx: Any, kept: DepthRun) -> list[str]:
+    """The 16-bit PNG, its JSON sidecar and the float32 ``.npy`` (written again if they were pruned)."""
+    if kept.npy and all(Path(p).exists() for p in (kept.png16, kept.sidecar, kept.npy)):
+        return [kept.png16, kept.sidecar, kept.npy]
+    folder = _folder(ctx, kept)
+    q = dx.quantise16(kept.depth)
+    meta = dx.sidecar(q, kept.kind, kept.model, kept.original_size)  # type: ignore[arg-type]
+    png16, side, npy = (folder / f"{kept.stem}_depth16.png", folder / f"{kept.stem}_depth16.json",
+                        folder / f"{kept.stem}_depth_float32.npy")  # fmt: skip
+    dx.write_png16(png16, q, meta)
+    side.write_text(json.dumps(meta, indent=2))
+    np.save(npy, kept.depth)
+    kept.png16, kept.sidecar, kept.npy = str(png16), str(side), str(npy)
+    return [kept.png16, kept.sidecar, kept.npy]
 
 
 def colour_file(ctx: Any, kept: DepthRun, cmap: str, invert: bool, colour: np.ndarray | None = None) -> str:
@@ -215,7 +224,7 @@ def ply_file(ctx: Any, kept: DepthRun, fov_deg: float) -> str:
 def view_files(ctx: Any, kept: DepthRun, cmap: str, invert: bool, fov_deg: float,
                colour: np.ndarray | None = None) -> list[str]:  # fmt: skip
     """The downloads for the current view: colour PNG, 16-bit PNG + sidecar, float32 .npy, .ply."""
-    return [colour_file(ctx, kept, cmap, invert, colour), kept.png16, kept.sidecar, kept.npy, ply_file(ctx, kept, fov_deg)]
+    return [colour_file(ctx, kept, cmap, invert, colour), *data_files(ctx, kept), ply_file(ctx, kept, fov_deg)]
 
 
 def read_pixel(kept: DepthRun | None, x: Any, y: Any) -> str:
