@@ -22,10 +22,10 @@ def to_user_error(exc: BaseException) -> gr.Error:
     if isinstance(exc, gr.Error):
         return exc
     if isinstance(exc, (InputError, ModelUnavailable)):
-        return gr.Error(str(exc), print_exception=False)
+        return gr.Error(str(exc), print_exception=False, duration=8)
     if is_out_of_memory(exc):
-        return gr.Error("Out of memory: try a smaller image or a smaller model.", print_exception=False)
-    return gr.Error(f"Something went wrong ({type(exc).__name__}); it has been logged.", print_exception=False)
+        return gr.Error("Out of memory: try a smaller image or a smaller model.", print_exception=False, duration=8)
+    return gr.Error(f"Something went wrong ({type(exc).__name__}); it has been logged.", print_exception=False, duration=8)
 
 
 def _handle(fn: Callable[..., Any], exc: Exception) -> gr.Error:

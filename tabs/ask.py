@@ -177,12 +177,12 @@ def build(ctx: AppContext) -> None:
         q, earlier = ta.last_question(hist)
         yield from _respond(img, key, task_label, phr, q, earlier, mx, temp, pre, sch, pts, hkey, request.session_hash)
 
-    def on_stop(request: gr.Request) -> Any:
+    def on_stop(request: gr.Request) -> None:
+        # No output of its own: the stream's last message says "stopped by you" (a reply from here
+        # could arrive after it and overwrite it).
         flag = running.get(request.session_hash or "")
-        if flag is None:
-            return gr.skip()
-        flag.set()
-        return "Stopping…"
+        if flag is not None:
+            flag.set()
 
     def check_ask(img: Any, key: Any, task_label: Any, phr: Any, q: Any, hist: Any, mx: Any, temp: Any,
                   pre: Any, sch: Any, pts: Any, hkey: Any) -> dict[str, str | None]:  # fmt: skip
@@ -217,7 +217,7 @@ def build(ctx: AppContext) -> None:
                     history_key]  # fmt: skip
     regen.click(regenerate, regen_inputs, outputs, api_visibility="private", preprocess=False,
                 validator=validator(check_regen), **long)  # fmt: skip
-    stop.click(on_stop, None, timing, api_visibility="private", **light_event())
+    stop.click(on_stop, None, None, api_visibility="private", **light_event())
     clear.click(lambda: ([], "", None, "", None, "", None, "", "", ""), None, outputs, api_visibility="private",
                 **light_event())  # fmt: skip
 

@@ -34,7 +34,9 @@ TITLE = "Compare"
 STAGES = (("load_ms", "load", "#b0b0b0"), ("preprocess_ms", "preprocess", "#8ecae6"),
           ("inference_ms", "inference", "#219ebc"), ("postprocess_ms", "postprocess", "#023047"))  # fmt: skip
 EMPTY = "Upload an image or pick an example, pick 2–4 models and press **Compare**."
-SUMMARY_HEADERS = ["model", "licence", "load ms", "pre ms", "inference ms", "post ms", "run ms (no load)", "result"]
+SUMMARY_HEADERS = ["model", "licence", "load", "pre", "inference", "post", "run", "result"]
+SUMMARY_WIDTHS = ["20%", "14%", "7%", "7%", "12%", "7%", "8%", "25%"]
+LATENCY_LABEL = "Latency per model (ms)"
 
 
 def model_choices(ctx: AppContext, task: str) -> list[tuple[str, str]]:
@@ -120,13 +122,11 @@ def latency_figure(cmp: Comparison) -> Any:
         values = [getattr(r.timings, attr) for r in cmp.runs]
         fig.add_trace(go.Bar(y=names, x=values, name=label, orientation="h", marker_color=colour,
                              hovertemplate="%{y}<br>" + label + ": %{x:.1f} ms<extra></extra>"))  # fmt: skip
-    # Title and legend sit above the bars (legend right under the title), the axis title below:
-    # nothing overlaps or is cut, at any width.
-    fig.update_layout(barmode="stack", title={"text": "Latency per model (ms)<br><sup>load is 0 when the model was "
-                      "already loaded</sup>", "x": 0.0, "xanchor": "left", "y": 0.98, "yanchor": "top"},
-                      xaxis_title="milliseconds", height=200 + 44 * len(names),
-                      margin={"l": 10, "r": 10, "t": 96, "b": 44}, font={"size": 12},
-                      legend={"orientation": "h", "x": 0.0, "xanchor": "left", "y": 1.0, "yanchor": "bottom"})  # fmt: skip
+    # The block's label is the title (a plotly title sat under it); the legend is above the bars,
+    # the axis title below them: nothing overlaps or is cut, at any width.
+    fig.update_layout(barmode="stack", xaxis_title="ms · load 0 = already loaded",
+                      height=180 + 44 * len(names), margin={"l": 10, "r": 10, "t": 80, "b": 44}, font={"size": 12},
+                      legend={"orientation": "h", "x": 1.0, "xanchor": "right", "y": 1.02, "yanchor": "bottom"})  # fmt: skip
     fig.update_yaxes(autorange="reversed")
     return fig
 
@@ -161,11 +161,18 @@ def agreement_figure(cmp: Comparison) -> Any:
     lo = -1.0 if cmp.task == "depth" else 0.0
     fig = go.Figure(go.Heatmap(z=cmp.matrix, x=names, y=names, text=text, texttemplate="%{text}", zmin=lo, zmax=1.0,
                                colorscale="Viridis", hovertemplate="%{y} vs %{x}: %{text}<extra></extra>"))  # fmt: skip
-    fig.update_layout(title={"text": f"Agreement<br><sup>{METRIC_NAMES[cmp.task]}</sup>", "x": 0.0,
-                             "xanchor": "left"}, height=200 + 56 * len(names),
-                      margin={"l": 10, "r": 10, "t": 70, "b": 10}, font={"size": 12})  # fmt: skip
+    fig.update_layout(height=170 + 56 * len(names), margin={"l": 10, "r": 10, "t": 48, "b": 10},
+                      font={"size": 12})  # fmt: skip
     fig.update_yaxes(autorange="reversed")
     return fig
+
+
+SHORT_METRICS = {"detect": "box F1 at IoU 0.5", "depth": "aligned Pearson r", "segment": "mean mask IoU"}
+
+
+def agreement_label(task: str) -> str:
+    """The agreement chart's label: the metric it shows, short enough for one line."""
+    return f"Agreement ({SHORT_METRICS[task]})" if task in SHORT_METRICS else "Agreement"
 
 
 def agreement_rows(cmp: Comparison) -> list[list[Any]]:
@@ -249,7 +256,7 @@ def views(ctx: AppContext, cmp: Comparison) -> tuple[Any, ...]:
         gallery_items(cmp, ctx.weights_warning),
         gr.Dataframe(value=summary_rows(cmp), headers=SUMMARY_HEADERS),
         latency_figure(cmp),
-        agreement_figure(cmp),
+        gr.Plot(agreement_figure(cmp), label=agreement_label(cmp.task)),
         gr.Dataframe(value=agreement_rows(cmp), headers=agreement_headers(cmp.task)),
     )
 
@@ -289,11 +296,12 @@ def build(ctx: AppContext) -> None:
             notes = gr.Markdown(EMPTY, elem_id="compare-notes")
             gallery = gr.Gallery(label="Outputs side by side", columns=2, height="auto", object_fit="contain",
                                  elem_id="compare-gallery")  # fmt: skip
-            summary = gr.Dataframe(headers=SUMMARY_HEADERS, interactive=False, wrap=True, label="Per model",
+            summary = gr.Dataframe(headers=SUMMARY_HEADERS, interactive=False, wrap=True, column_widths=SUMMARY_WIDTHS,
+                                   label="Per model (times in ms; run = pre + inference + post)",
                                    elem_id="compare-summary")  # fmt: skip
             with gr.Row():
-                latency = gr.Plot(label="Latency", elem_id="compare-latency")
-                heatmap = gr.Plot(label="Agreement", elem_id="compare-heatmap")
+                latency = gr.Plot(label=LATENCY_LABEL, elem_id="compare-latency")
+                heatmap = gr.Plot(label=agreement_label("detect"), elem_id="compare-heatmap")
             pairs = gr.Dataframe(headers=agreement_headers("detect"), interactive=False, wrap=True,
                                  label="Agreement per pair", elem_id="compare-pairs")  # fmt: skip
     api_models = example(gr.Textbox(visible=False, label="models", value=",".join(default_models(ctx, "detect"))),

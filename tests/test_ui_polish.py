@@ -117,9 +117,19 @@ def test_a_segment_click_does_not_wait_behind_an_ask_stream(page: Any, app_url: 
     assert "streaming" in page.evaluate(timing), f"the click took {took:.2f} s and the stream had ended"
     print(f"segment click during an Ask stream: {took * 1000:.0f} ms")
 
+    # Stop: ask again once that answer is done, and stop the new one while it streams.
     open_tab(page, "Ask")
+    page.wait_for_function(f"() => ({timing})().includes('tokens/s')")
+    page.get_by_role("button", name="Clear chat").click()  # a fresh chat: the same stream as before
+    page.wait_for_function(f"() => !({timing})().includes('tokens/s')")
+    page.locator("#ask-question textarea").fill("And now describe it again.")
+    page.locator("#ask-send").click()
+    page.wait_for_function(f"() => ({timing})().includes('streaming')")
     page.locator("#ask-stop").click()
-    page.wait_for_function(f"() => ({timing})().includes('stopped by you')")
+    try:
+        page.wait_for_function(f"() => ({timing})().includes('stopped by you')", timeout=20_000)
+    except Exception:
+        raise AssertionError(f"after Stop the line says: {page.evaluate(timing)!r}") from None
     page.wait_for_timeout(1500)
     line = page.evaluate(timing)
     assert "stopped by you" in line and "streaming" not in line, "after Stop nothing overwrites the last line"
