@@ -13,7 +13,7 @@ def test_models_tab_shows_every_model_with_licence_and_status(page, app_url, art
     table = page.locator("#model-table")
     table.get_by_text("SAM 2.1 Hiera Tiny").first.wait_for()
     text = table.inner_text()
-    for expected in ("Depth Anything V2 Base", "CC-BY-NC-4.0", "AGPL-3.0", "Qwen Research License", "needs remote code"):
+    for expected in ("Depth Anything V2 Base", "CC-BY-NC-4.0", "AGPL-3.0", "Qwen Research License", "needs its authors' code"):
         assert expected in text, expected
     status = page.locator("#model-status")
     assert "tiny" in status.inner_text()

@@ -7,6 +7,7 @@ offer only what runs; agreement numbers are honest; tables and every tab read we
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,40 @@ def test_an_input_mistake_shows_on_the_input_and_keeps_the_results(page: Any, ap
     page.locator("#depth-run").click()
     assert validation_message(page, "depth-input").startswith("Upload an image or pick an example")
     assert error_badges(page) == []
+
+
+def test_a_typed_confidence_refilters_without_running_again(page: Any, app_url: str) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(app_url)
+    open_tab(page, "Detect")
+    _detect_the_first_example(page)
+    line = page.locator("#detect-info").inner_text()
+    conf = page.locator("#detect-conf input[type='number']")
+    conf.fill("0")
+    conf.press("Enter")
+    # Every box of the kept run comes back (tiny weights score low), without a new model run.
+    expect(page.locator("#detect-table")).to_contain_text(re.compile(r"[a-z]+\s+0\.\d+\s+\d+(\.\d)?\s"))
+    inference = [p for p in line.split(" · ") if p.startswith("inference")]
+    assert inference and inference[0] in page.locator("#detect-info").inner_text(), "the same run, re-filtered"
+
+
+def test_a_drawn_region_is_shown_on_the_image(page: Any, app_url: str) -> None:
+    page.goto(app_url)
+    open_tab(page, "Ask")
+    pick_example(page, "ask-examples")
+    image = page.locator("#ask-image img").first
+    image.wait_for()
+    box = image.bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.2)
+    page.get_by_text("first corner").wait_for()
+    page.mouse.click(box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.8)
+    page.get_by_text("→").first.wait_for()
+    page.locator("#ask-boxes img").first.wait_for()  # the rectangle is drawn on the picture
+    page.locator("#ask-task input").click()
+    page.get_by_role("option", name="Region caption", exact=True).click()
+    page.locator("#ask-send").click()
+    page.locator("#ask-timing").get_by_text("tokens/s").wait_for()
 
 
 def test_a_bad_upload_is_refused_and_the_last_good_image_comes_back(page: Any, app_url: str, tmp_path: Path) -> None:

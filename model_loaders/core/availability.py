@@ -91,7 +91,7 @@ def availability(spec: ModelSpec, weights: WeightsMode) -> Availability:
         status, why = family.not_run
         return Availability(False, status, f"{spec.name} {why}", "remote_code")
     if spec.needs_remote_code:
-        return Availability(False, "needs remote code", f"{spec.name} runs only with its own code from the Hub, "
+        return Availability(False, "needs its authors' code", f"{spec.name} runs only with its own code from the Hub, "
                             "which this app never executes.", "remote_code")  # fmt: skip
     if family is None or family.module is None or not _module_exists(family.module):
         return Availability(False, "coming", f"{spec.name}: support is coming in a later release.", "coming")

@@ -58,7 +58,7 @@ FAMILIES: Mapping[str, Family] = MappingProxyType({
     "gemini": Family(_FAMILIES + "gemini", {"prompts": ("question", "classes"), "open_vocabulary": True,
                                             "grounding": "gemini_yx1000"}),
     "cogvlm": Family(None, {"prompts": ("question",)}, not_run=(
-        "needs remote code", "runs only with its own code from the Hub, which this app never executes.")),
+        "needs its authors' code", "runs only with its own code from the Hub, which this app never executes.")),
     "rfdetr_plus": Family(None, {"thresholds": CLOSED_SET}, not_run=(
         "not run here", "ships only in Roboflow's rfdetr-plus package under its Platform Model License.")),
 })  # fmt: skip
@@ -528,7 +528,7 @@ _SPECS: list[ModelSpec] = [
         commercial_note="Free for academic research; commercial use after registration.",
         paper="https://arxiv.org/abs/2311.03079",
         needs_remote_code=True,
-        notes="Needs remote code (trust_remote_code): not run locally by this app.",
+        notes="Runs only with its authors' own code from the Hub, which this app does not run.",
     ),
     _spec(
         COGVLM2,
@@ -543,7 +543,7 @@ _SPECS: list[ModelSpec] = [
         commercial_note="CogVLM2 License plus the Llama 3 License (700M MAU limit).",
         paper="https://arxiv.org/abs/2408.16500",
         needs_remote_code=True,
-        notes="Needs remote code (trust_remote_code): not run locally by this app.",
+        notes="Runs only with its authors' own code from the Hub, which this app does not run.",
     ),
 ]
 
