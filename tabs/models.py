@@ -85,9 +85,8 @@ def build(ctx: AppContext, tab: Any = None) -> None:
         "installed, API key or HF token set, enough memory).",
         elem_classes=["intro"],
     )
-    with gr.Row():
-        status_md = gr.Markdown(status_markdown(ctx), elem_id="model-status", label="status")
-        refresh = gr.Button("Refresh status", size="sm", scale=0)
+    status_md = gr.Markdown(status_markdown(ctx), elem_id="model-status", label="status")
+    refresh = gr.Button("Refresh status", size="sm")
     search = gr.Textbox(label="Search", placeholder="a name, task, licence or family, e.g. depth apache",
                         max_lines=1, elem_id="model-search")  # fmt: skip
     empty = gr.Markdown(visible=False, elem_id="model-empty")
