@@ -18,7 +18,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
-	$(BIN)/pip install --quiet -e '.[test,yolo,gemini,mcp]'
+	$(BIN)/pip install --quiet -e '.[test,yolo,gemini,mcp,engines]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -76,6 +76,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "60%% of RAM; never more than is free when a model loads (env VP_MEMORY_BUDGET_GB)",
     )
     p.add_argument(
+        "--vlm-endpoint",
+        action="append",
+        default=[u for u in os.environ.get("VP_VLM_ENDPOINT", "").split(",") if u.strip()],
+        metavar="URL",
+        help="an OpenAI-compatible server (vLLM, SGLang, Ray Serve LLM, transformers serve) whose models answer "
+        "in Ask, Compare and Workflow; repeat for several; its key comes from VP_VLM_API_KEY only "
+        "(env VP_VLM_ENDPOINT, comma-separated)",
+    )
+    p.add_argument(
+        "--vlm-timeout",
+        type=float,
+        default=float(os.environ.get("VP_VLM_TIMEOUT", "60")),
+        help="seconds to wait for an endpoint's next piece of an answer (env VP_VLM_TIMEOUT)",
+    )
+    p.add_argument(
+        "--vlm-concurrency",
+        type=int,
+        default=int(os.environ.get("VP_VLM_CONCURRENCY", "4")),
+        help="Workflow crops sent to one endpoint at once (env VP_VLM_CONCURRENCY)",
+    )
+    p.add_argument(
         "--long-jobs",
         type=int,
         default=int(os.environ.get("VP_LONG_JOBS", "1")),
@@ -123,13 +144,15 @@ def make_context(
     budget_bytes: int | None = None,
     temp_cap_mb: int | None = None,
     available: Any = None,
+    backends: Any = (),
 ) -> Any:
     """Create the shared `AppContext` (resolves ``auto`` devices; loads nothing).
 
     Files a request names are accepted from Gradio's upload folder and the shipped examples
     only; the app's own outputs go to a capped folder inside the upload folder (served without
     a copy) that the upload gate refuses as input. ``budget_bytes`` caps what models may take
-    (default: a share of the device's memory); ``available`` replaces the free-memory probe (tests).
+    (default: a share of the device's memory); ``available`` replaces the free-memory probe (tests);
+    ``backends`` run models elsewhere (serving engines) and are asked first.
     """
     from model_loaders.core.context import AppContext
     from model_loaders.core.device import resolve_device
@@ -139,7 +162,7 @@ def make_context(
     upload_folder = private_temp_folders()
     outputs = OutputSpace(upload_folder / OUTPUTS_FOLDER, cap_bytes=(temp_cap_mb or DEFAULT_CAP_MB) * 2**20)
     uploads = UploadGate.for_folders([upload_folder, ASSETS], excluded=[outputs.root])
-    return AppContext.create(
+    ctx = AppContext.create(
         weights,  # type: ignore[arg-type]
         resolve_device(device),
         budget_bytes=budget_bytes,
@@ -147,6 +170,8 @@ def make_context(
         outputs=outputs,
         available=available,
     )
+    ctx.backends.extend(b for b in backends if b is not None)
+    return ctx
 
 
 def build_app(ctx: Any) -> Any:
@@ -255,8 +280,19 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.mcp and importlib.util.find_spec("mcp") is None:
         raise SystemExit("--mcp needs the mcp extra: pip install 'vision-playground[mcp]'")
+    if args.vlm_endpoint and importlib.util.find_spec("openai") is None:
+        raise SystemExit("--vlm-endpoint needs the engines extra: pip install 'vision-playground[engines]'")
     budget = int(args.memory_budget_gb * 2**30) if args.memory_budget_gb else None
-    ctx = make_context(args.weights, args.device, budget_bytes=budget, temp_cap_mb=args.temp_cap_mb)
+    engines = None
+    if args.vlm_endpoint:
+        from model_loaders.backends.openai_compat import backend_from_settings
+
+        try:
+            engines = backend_from_settings(args.vlm_endpoint, os.environ.get("VP_VLM_API_KEY", ""),
+                                            args.vlm_timeout, args.vlm_concurrency)  # fmt: skip
+        except ValueError as exc:
+            raise SystemExit(f"--vlm-endpoint: {exc}") from None
+    ctx = make_context(args.weights, args.device, budget_bytes=budget, temp_cap_mb=args.temp_cap_mb, backends=[engines])
     ctx.options.update(queue_size=args.queue_size, long_jobs=args.long_jobs, demo=args.demo)
     preload(ctx, args.preload)
     demo = build_app(ctx)

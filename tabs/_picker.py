@@ -14,25 +14,28 @@ from typing import Any
 
 import gradio as gr
 
-from model_loaders.core.registry import DEFAULTS, get_spec
+from model_loaders.core.registry import DEFAULTS
 from model_loaders.core.specs import ModelSpec, Task
 from model_loaders.tasks.base import models_for
 from tabs._events import light_event
 from tabs._presenter import presenting
 
 
-def choice_label(spec: ModelSpec) -> str:
-    """A picker entry: name, size and the licence terms that restrict use."""
+def choice_label(spec: ModelSpec, ctx: Any = None) -> str:
+    """A picker entry: name, size, the licence terms that restrict use, and where it runs when a
+    serving engine runs it ("served by <host>")."""
     size = ""
     if spec.params_m:
         size = f" · {spec.params_m / 1000:.1f} B" if spec.params_m >= 1000 else f" · {spec.params_m:g} M"
     terms = {"no": " · non-commercial", "conditions": " · licence conditions"}.get(spec.commercial, "")
-    return f"{spec.name}{size}{terms}"
+    where = ctx.availability(spec).status if ctx is not None else ""
+    return f"{spec.name}{size}{terms}" + (f" · {where}" if where.startswith("served by") else "")
 
 
 def licence_note(spec: ModelSpec) -> str:
     """One line on the chosen model: licence, commercial use, gating."""
-    parts = [f"**{spec.name}** · licence [{spec.licence}]({spec.licence_url})"]
+    licence = f"[{spec.licence}]({spec.licence_url})" if spec.licence_url else spec.licence
+    parts = [f"**{spec.name}** · licence {licence}"]
     if spec.commercial != "yes":
         parts.append(spec.commercial_note or f"commercial use: {spec.commercial}")
     if spec.gated:
@@ -60,7 +63,7 @@ def picker_note(ctx: Any, task: Task, key: Any, where: Callable[[ModelSpec], boo
     lines = []
     if isinstance(key, str) and key:
         try:
-            lines.append(licence_note(get_spec(key)))
+            lines.append(licence_note(ctx.spec(key)))
         except Exception:  # noqa: BLE001 - an unknown key just has no licence line
             pass
     if not ready:
@@ -100,7 +103,7 @@ def model_picker(
     wanted = default or DEFAULTS.get(task)
     value: Any = (wanted if wanted in keys else (keys[0] if keys else None)) if not multiselect else (default or [])
     dropdown = gr.Dropdown(
-        [(choice_label(s), s.key) for s in ready], value=value, label=label, elem_id=elem_id,
+        [(choice_label(s, ctx), s.key) for s in ready], value=value, label=label, elem_id=elem_id,
         multiselect=multiselect, render=render, **kwargs,
     )  # fmt: skip
     note = gr.Markdown(picker_note(ctx, task, value if isinstance(value, str) else None, where),

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from model_loaders.core.registry import REGISTRY
-from model_loaders.core.results import Timings
+from model_loaders.core.results import ENGINE_WEIGHTS, Timings
 
 
 def _ms(value: float) -> str:
@@ -32,11 +32,13 @@ def timing_line(ctx: Any, timings: Timings | dict[str, Any] | None, lead: Sequen
         parts.append(f"model load {_ms(t['load_ms'])}")
     model = str(t.get("model") or "")
     spec = REGISTRY.get(model)
+    if spec is None and model:  # a model only a serving engine knows
+        spec = next((s for s in getattr(ctx, "extra_specs", list)() if s.key == model), None)
     parts += [f"device `{t.get('device') or ctx.settings.device}`"]
     if model:
         parts.append(f"model **{spec.name if spec else model}**")
     parts.append(f"weights `{t.get('weights') or ctx.settings.weights}`")
     line = " · ".join(parts)
-    if ctx.weights_warning:
+    if ctx.weights_warning and t.get("weights") != ENGINE_WEIGHTS:  # an engine runs its own real weights
         line += f"\n\n⚠️ **{ctx.weights_warning}**"
     return line

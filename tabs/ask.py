@@ -189,7 +189,7 @@ def build(ctx: AppContext) -> None:
         found: dict[str, str | None] = {"img": no_image(img), "key": model_problem(ctx, "ask", key),
                                         "sch": problem(lambda: schema_of(pre, sch))}  # fmt: skip
         if found["key"] is None:
-            wrong = ta.problems(get_spec(str(key)), q, task=task_label, phrase=phr, region=pts)
+            wrong = ta.problems(ctx.spec(str(key)), q, task=task_label, phrase=phr, region=pts)
             found.update(q=wrong.get("question"), task_label=wrong.get("task"), phr=wrong.get("phrase"))
             found["img"] = found["img"] or wrong.get("region")
         return found

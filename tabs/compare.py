@@ -42,7 +42,7 @@ LATENCY_LABEL = "Latency per model (ms)"
 def model_choices(ctx: AppContext, task: str) -> list[tuple[str, str]]:
     """(label, key) for every model that can do ``task`` and run here, home-task models first."""
     ready, _ = models_for(ctx, task)  # type: ignore[arg-type]
-    return [(choice_label(s) + ("" if s.task == task else f" · {s.task} model"), s.key) for s in ready]
+    return [(choice_label(s, ctx) + ("" if s.task == task else f" · {s.task} model"), s.key) for s in ready]
 
 
 def default_models(ctx: AppContext, task: str, n: int = 2) -> list[str]:

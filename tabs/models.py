@@ -33,6 +33,8 @@ def status_markdown(ctx: AppContext) -> str:
         + (f" ({ctx.weights_warning})" if ctx.weights_warning else ""),
         f"**Memory budget:** {_mb(ctx.cache.budget_bytes)} · **In use by models:** {_mb(ctx.cache.used_bytes())}",
     ]
+    for backend in ctx.backends:
+        lines += [f"**Serving engine** {line}" for line in getattr(backend, "status_lines", list)()]
     loaded = ctx.cache.snapshot()
     if not loaded:
         lines.append("**Loaded models:** none yet (models load on first use and stay cached).")
@@ -51,11 +53,16 @@ def matches(spec: ModelSpec, row: dict[str, str], query: str) -> bool:
     return all(word in text for word in query.lower().split())
 
 
+def all_specs(ctx: AppContext) -> list[ModelSpec]:
+    """Every registered model, then the models only a serving engine knows."""
+    return [*REGISTRY.values(), *ctx.extra_specs()]
+
+
 def table_rows(ctx: AppContext, query: Any = "") -> list[list[str]]:
-    """One row per registered model (registry order) matching ``query``, in the table's columns."""
+    """One row per model (registry order, then engine-only models) matching ``query``."""
     query = query if isinstance(query, str) else ""
     rows = []
-    for spec in REGISTRY.values():
+    for spec in all_specs(ctx):
         row = model_row(spec, ctx.availability(spec).status)
         if matches(spec, row, query[:200]):
             row["Commercial use"] = spec.commercial  # yes / no / conditions; the terms are in the details
@@ -116,7 +123,7 @@ def build(ctx: AppContext, tab: Any = None) -> None:
         return gr.Dataframe(visible=False), gr.Markdown(note, visible=True)
 
     def on_select(query: Any, evt: gr.SelectData) -> str:
-        shown = [s for s in REGISTRY.values() if matches(s, model_row(s, ctx.availability(s).status), str(query or ""))]
+        shown = [s for s in all_specs(ctx) if matches(s, model_row(s, ctx.availability(s).status), str(query or ""))]
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
         if not isinstance(row, int) or not 0 <= row < len(shown):
             return DETAILS_HINT

@@ -57,7 +57,7 @@ def test_ci_runs_the_readme_test_command():
 
 def test_optional_extras_exist():
     extras = PYPROJECT["project"]["optional-dependencies"]
-    assert {"yolo", "gemini", "test", "mcp"} <= set(extras)
+    assert {"yolo", "gemini", "test", "mcp", "engines"} <= set(extras)
     assert any(r.startswith("ultralytics") for r in extras["yolo"])
     assert not any("ultralytics" in d for d in PYPROJECT["project"]["dependencies"]), "AGPL stays optional"
 
@@ -92,7 +92,7 @@ def _project_imports(path: Path) -> set[str]:
 
 
 # The layers of model_loaders, bottom first: a module may import its own layer and those below.
-LAYERS = ("core", "families", "tasks")
+LAYERS = ("core", "families", "backends", "tasks")
 
 
 @pytest.mark.parametrize("layer", LAYERS)
@@ -110,7 +110,8 @@ def test_model_loaders_imports_only_point_downwards(layer):
 def test_tabs_only_reach_models_through_the_task_layer():
     offenders = []
     for path in (ROOT / "tabs").glob("*.py"):
-        offenders += [f"{path.name} imports {n}" for n in _project_imports(path) if n.startswith("model_loaders.families")]
+        offenders += [f"{path.name} imports {n}" for n in _project_imports(path)
+                      if n.startswith(("model_loaders.families", "model_loaders.backends"))]  # fmt: skip
     assert not offenders, offenders
 
 

@@ -131,7 +131,7 @@ def test_specs_for_task_lists_home_models_first():
 def test_remote_code_models_are_never_runnable():
     for key in ("cogvlm-chat", "cogvlm2-llama3-chat-19b"):
         avail = availability(get_spec(key), "hub")
-        assert not avail.ok and avail.kind == "remote_code" and "remote code" in avail.status
+        assert not avail.ok and avail.kind == "remote_code" and "authors' code" in avail.status
 
 
 def test_api_model_without_key_says_which_variable(monkeypatch):

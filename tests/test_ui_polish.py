@@ -89,9 +89,10 @@ def test_a_drawn_region_is_shown_on_the_image(page: Any, app_url: str) -> None:
     box = image.bounding_box()
     page.mouse.click(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.2)
     page.get_by_text("first corner").wait_for()
+    page.locator("#ask-boxes img").first.wait_for()  # the first corner is drawn: that click's event is done
+    page.wait_for_timeout(300)
     page.mouse.click(box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.8)
-    page.get_by_text("→").first.wait_for()
-    page.locator("#ask-boxes img").first.wait_for()  # the rectangle is drawn on the picture
+    page.get_by_text("→").first.wait_for()  # both corners: the rectangle is drawn on the picture
     page.locator("#ask-task input").click()
     page.get_by_role("option", name="Region caption", exact=True).click()
     page.locator("#ask-send").click()

@@ -43,10 +43,10 @@ def model_row(spec: ModelSpec, runs_here: str | None = None) -> dict[str, str]:
         "Key": f"`{spec.key}`",
         "Tasks": ", ".join(spec.tasks),
         "Params": format_params(spec),
-        "Licence": f"[{spec.licence}]({spec.licence_url})",
+        "Licence": f"[{spec.licence}]({spec.licence_url})" if spec.licence_url else spec.licence,
         "Commercial use": commercial_text(spec),
         "Gated": "yes (HF token)" if spec.gated else "no",
-        "Paper": f"[arXiv]({spec.paper})" if "arxiv.org" in spec.paper else f"[paper]({spec.paper})",
+        "Paper": (f"[arXiv]({spec.paper})" if "arxiv.org" in spec.paper else f"[paper]({spec.paper})") if spec.paper else "—",
         "Revision": revision_text(spec),
     }
     if runs_here is not None:

@@ -14,7 +14,7 @@ from model_loaders.core.availability import Availability, LoadSettings, availabi
 from model_loaders.core.cache import ModelCache, Need, gb
 from model_loaders.core.errors import ModelUnavailable
 from model_loaders.core.outputs import OutputSpace
-from model_loaders.core.registry import get_spec
+from model_loaders.core.registry import REGISTRY, get_spec
 from model_loaders.core.results import Timings
 from model_loaders.core.specs import ModelSpec, WeightsMode
 from model_loaders.core.uploads import UploadGate
@@ -69,6 +69,7 @@ class AppContext:
         uploads: the gate every file a request names passes (refuses every path by default).
         outputs: the capped space where requests write their download files.
         options: launch options shown in the status panel (queue size, file size cap).
+        backends: where models run besides this process (serving engines), asked first.
     """
 
     settings: LoadSettings
@@ -76,6 +77,7 @@ class AppContext:
     uploads: UploadGate = field(default_factory=UploadGate)
     outputs: OutputSpace = field(default_factory=lambda: OutputSpace(Path(tempfile.gettempdir()) / "vision-playground"))
     options: dict[str, Any] = field(default_factory=dict)
+    backends: list[Any] = field(default_factory=list)
 
     @classmethod
     def create(
@@ -125,6 +127,26 @@ class AppContext:
         """Label for every output in random/tiny mode; empty for real weights."""
         return WEIGHTS_WARNING[self.settings.weights]
 
+    def extra_specs(self) -> list[ModelSpec]:
+        """Models the backends serve that the registry does not know."""
+        specs: dict[str, ModelSpec] = {}
+        for backend in self.backends:
+            for spec in getattr(backend, "extra_specs", list)():
+                specs.setdefault(spec.key, spec)
+        return list(specs.values())
+
+    def spec(self, key: str) -> ModelSpec:
+        """The registry's spec for ``key``, or a backend's for a model only it serves.
+
+        Raises:
+            ModelUnavailable: an unknown key.
+        """
+        if isinstance(key, str) and key not in REGISTRY:
+            for spec in self.extra_specs():
+                if spec.key == key:
+                    return spec
+        return get_spec(key)
+
     def cache_key(self, spec: ModelSpec) -> CacheKey:
         """The cache key of ``spec`` under this context's settings."""
         s = self.settings
@@ -135,7 +157,12 @@ class AppContext:
         return memory_need(spec, self.settings)
 
     def availability(self, spec: ModelSpec) -> Availability:
-        """Whether ``spec`` can run in this process: code, extras, keys, gating, then memory."""
+        """Whether ``spec`` can run: served by a backend ("served by <host>"), else in this process
+        (code, extras, keys, gating, then memory)."""
+        for backend in self.backends:
+            served = getattr(backend, "availability", lambda s: None)(spec)
+            if served is not None:
+                return served
         avail = availability(spec, self.settings.weights)
         if not avail.ok:
             return avail

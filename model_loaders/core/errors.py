@@ -14,6 +14,7 @@ UnavailableKind = Literal[
     "remote_code",
     "out_of_memory",
     "load_failed",
+    "engine",  # a serving engine that is down, slow, or answered with an error
 ]
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -76,6 +76,8 @@ class AskRequest:
         max_new_tokens: cap on the answer's length.
         temperature: 0 for greedy decoding.
         max_time: seconds after which generation stops.
+        json_schema: the JSON Schema the answer must match (already checked; its instruction is
+            in ``question`` too). A serving engine may also enforce it while generating.
     """
 
     question: str = ""
@@ -85,6 +87,7 @@ class AskRequest:
     max_new_tokens: int = 256
     temperature: float = 0.0
     max_time: float = 60.0
+    json_schema: dict[str, Any] | None = field(default=None, compare=False, hash=False)
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,13 @@ import numpy as np
 
 from model_loaders.core.specs import DepthKind
 
+ENGINE_WEIGHTS = "engine"  # Timings.weights of an answer from a serving engine (its own real weights)
+
 
 @dataclass
 class Timings:
-    """Milliseconds per stage of one run, and where it ran."""
+    """Milliseconds per stage of one run, and where it ran (``weights``: this app's weights mode,
+    or `ENGINE_WEIGHTS` when a serving engine answered)."""
 
     device: str = ""
     weights: str = ""

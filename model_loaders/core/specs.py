@@ -28,6 +28,7 @@ OUTPUT_OF_TASK: dict[str, str] = {"segment": "masks", "depth": "depth map", "det
 
 TASKS: tuple[Task, ...] = ("segment", "depth", "detect", "ask")
 WEIGHTS_MODES: tuple[WeightsMode, ...] = ("hub", "random", "tiny")
+_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 _BYTES_PER_PARAM = {"float32": 4, "bfloat16": 2, "float16": 2}
 # Working memory one run takes on top of the weights (activations, pre- and post-processing, a
@@ -183,7 +184,7 @@ class ModelSpec:
 
     @property
     def hub_url(self) -> str | None:
-        """Model card URL for Hub checkpoints."""
-        if self.checkpoint and "/" in self.checkpoint:
+        """Model card URL for Hub checkpoints (``owner/name``; not a path an engine serves from)."""
+        if self.checkpoint and _REPO_ID.match(self.checkpoint):
             return f"https://huggingface.co/{self.checkpoint}"
         return None

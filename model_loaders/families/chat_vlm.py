@@ -74,6 +74,19 @@ def same_size(processor: Any, inputs: Any, image_wh: WH) -> WH:
     return image_wh
 
 
+REMOTE_MAX_SIDE = 1536  # the longest side sent to a serving engine when a family says nothing finer
+
+
+def capped_view(image: Any) -> tuple[Any, WH]:
+    """What to send a serving engine by default: the image with its longest side capped, and the
+    coordinate space of any boxes (the sent image's pixels)."""
+    w, h = image.size
+    scale = min(1.0, REMOTE_MAX_SIDE / max(w, h))
+    if scale < 1.0:
+        image = image.resize((max(1, round(w * scale)), max(1, round(h * scale))))
+    return image, (int(image.size[0]), int(image.size[1]))
+
+
 def json_grounding_question(classes: Sequence[str]) -> str:
     """The prompt that makes a Qwen-style VLM answer with ``bbox_2d`` JSON."""
     what = ", ".join(classes) if classes else "object"
@@ -96,6 +109,10 @@ class ChatFamily:
         parse: ``parse(text, input_wh, image_wh) -> Grounding`` (``None``: answers have no boxes).
         grounding_question: the question that makes it write boxes for named classes.
         after_build: a hook on a freshly built random/tiny model (e.g. opening gates).
+        remote: a serving engine can run it through chat completions (it has a chat template).
+        remote_view: ``remote_view(image) -> (image to send, coordinate space of its boxes)``: the
+            image at the size the model's processor would use, so nothing larger goes over the
+            wire and the server does not resize it again (its boxes then mean what we think).
     """
 
     model_class: str
@@ -106,6 +123,8 @@ class ChatFamily:
     parse: Callable[[str, WH, WH], Grounding] | None = None
     grounding_question: Callable[[Sequence[str]], str] | None = None
     after_build: Callable[[Any], None] | None = None
+    remote: bool = True
+    remote_view: Callable[[Any], tuple[Any, WH]] = capped_view
 
 
 @dataclass
@@ -225,8 +244,11 @@ def open_gates(model: Any) -> None:
                 param.fill_(math.pi / 4)
 
 
-def adapter(family_of: Callable[[ModelSpec], ChatFamily]) -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
-    """A chat family module's ``offline_parts``, ``architecture`` and ``load``, from its `ChatFamily`.
+def adapter(
+    family_of: Callable[[ModelSpec], ChatFamily],
+) -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any], Callable[[ModelSpec], ChatFamily]]:
+    """A chat family module's ``offline_parts``, ``architecture``, ``load`` and ``chat_family``
+    (what a serving-engine backend needs to know about the family), from its `ChatFamily`.
 
     Args:
         family_of: the family of a spec (one module may hold several, e.g. Qwen2.5-VL and Qwen3-VL).
@@ -244,7 +266,7 @@ def adapter(family_of: Callable[[ModelSpec], ChatFamily]) -> tuple[Callable[...,
         """Load the model (hub checkpoint, random real size, or tiny)."""
         return load(spec, settings, family_of(spec))
 
-    return offline_parts, build, load_spec
+    return offline_parts, build, load_spec, family_of
 
 
 def architecture(spec: ModelSpec, family: ChatFamily, tiny: bool = False) -> Any:

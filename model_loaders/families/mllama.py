@@ -65,4 +65,4 @@ FAMILY = ChatFamily("MllamaForConditionalGeneration", _mllama_offline, after_bui
 
 
 # The adapter's entry points (see chat_vlm.adapter).
-offline_parts, architecture, load = adapter(lambda spec: FAMILY)
+offline_parts, architecture, load, chat_family = adapter(lambda spec: FAMILY)

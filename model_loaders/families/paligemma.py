@@ -88,9 +88,11 @@ def _paligemma_offline(spec: ModelSpec, tiny: bool) -> tuple[Any, Any]:
 
 
 
+# PaliGemma takes task prefixes ("caption en", "detect cat"), not chat turns: it has no chat
+# template, so engines cannot serve it through chat completions.
 FAMILY = ChatFamily("PaliGemmaForConditionalGeneration", _paligemma_offline, prompt=_prompt, parse=_parse,
-                    grounding_question=grounding_question)  # fmt: skip
+                    grounding_question=grounding_question, remote=False)  # fmt: skip
 
 
 # The adapter's entry points (see chat_vlm.adapter).
-offline_parts, architecture, load = adapter(lambda spec: FAMILY)
+offline_parts, architecture, load, chat_family = adapter(lambda spec: FAMILY)

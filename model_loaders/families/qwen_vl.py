@@ -112,6 +112,29 @@ def _qwen3_input_wh(processor: Any, inputs: Any, image_wh: tuple[int, int]) -> t
     return (1000, 1000)
 
 
+def _resized_view(image: Any, factor: int) -> tuple[Any, tuple[int, int]]:
+    """The image at the size Qwen's processor makes it (sides multiples of ``factor``, pixels within
+    the caps this app uses), so a serving engine's processor leaves it as it is."""
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+    w, h = image.size
+    new_h, new_w = smart_resize(h, w, factor=factor, min_pixels=QWEN_MIN_PIXELS, max_pixels=QWEN_MAX_PIXELS)
+    if (new_w, new_h) != (w, h):
+        image = image.resize((new_w, new_h))
+    return image, (new_w, new_h)
+
+
+def _qwen25_remote_view(image: Any) -> tuple[Any, tuple[int, int]]:
+    """Qwen2.5-VL writes absolute pixels of the image as its processor resized it (sides multiples
+    of 28): sent at that size, its boxes are pixels of the sent image."""
+    return _resized_view(image, 28)
+
+
+def _qwen3_remote_view(image: Any) -> tuple[Any, tuple[int, int]]:
+    """Qwen3-VL writes 0–1000 coordinates relative to the image, whatever its size (sides: multiples of 32)."""
+    return _resized_view(image, 32)[0], (1000, 1000)
+
+
 def _parse(text: str, input_wh: tuple[int, int], image_wh: tuple[int, int]) -> Grounding:
     return parse_qwen(text, input_wh, image_wh)
 
@@ -170,11 +193,13 @@ def _qwen3_offline(spec: ModelSpec, tiny: bool) -> tuple[Any, Any]:
 _CAPS = {"min_pixels": QWEN_MIN_PIXELS, "max_pixels": QWEN_MAX_PIXELS}
 FAMILIES = {
     "qwen2_5_vl": ChatFamily("Qwen2_5_VLForConditionalGeneration", _qwen25_offline, _CAPS,
-                             input_wh=_qwen25_input_wh, parse=_parse, grounding_question=json_grounding_question),
+                             input_wh=_qwen25_input_wh, parse=_parse, grounding_question=json_grounding_question,
+                             remote_view=_qwen25_remote_view),
     "qwen3_vl": ChatFamily("Qwen3VLForConditionalGeneration", _qwen3_offline, _CAPS,
-                           input_wh=_qwen3_input_wh, parse=_parse, grounding_question=json_grounding_question),
+                           input_wh=_qwen3_input_wh, parse=_parse, grounding_question=json_grounding_question,
+                           remote_view=_qwen3_remote_view),
 }  # fmt: skip
 
 
 # The adapter's entry points (see chat_vlm.adapter).
-offline_parts, architecture, load = adapter(lambda spec: FAMILIES[spec.family])
+offline_parts, architecture, load, chat_family = adapter(lambda spec: FAMILIES[spec.family])

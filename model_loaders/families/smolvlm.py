@@ -72,4 +72,4 @@ FAMILY = ChatFamily("Idefics3ForConditionalGeneration", _smolvlm_offline,
 
 
 # The adapter's entry points (see chat_vlm.adapter).
-offline_parts, architecture, load = adapter(lambda spec: FAMILY)
+offline_parts, architecture, load, chat_family = adapter(lambda spec: FAMILY)

@@ -100,7 +100,7 @@ def build_request(
         return AskRequest(question=text, task=chosen.token, region=box, max_new_tokens=max_new, max_time=MAX_TIME_S), shown
     asked = text + (schema_instruction(schema) if schema else "")
     request = AskRequest(question=asked, history=tuple(history), max_new_tokens=max_new, temperature=temp,
-                         max_time=MAX_TIME_S)  # fmt: skip
+                         max_time=MAX_TIME_S, json_schema=schema)  # fmt: skip
     return request, text
 
 

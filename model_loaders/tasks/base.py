@@ -93,7 +93,7 @@ def checked_spec(ctx: Any, key: Any, task: Task, what: str = "") -> ModelSpec:
     if not isinstance(key, str) or not key.strip():
         raise InputError("Choose a model.")
     try:
-        spec = get_spec(key.strip())
+        spec = ctx.spec(key.strip()) if hasattr(ctx, "spec") else get_spec(key.strip())
     except ModelUnavailable as exc:
         raise InputError(exc.message) from None
     if task not in spec.tasks:
@@ -116,7 +116,8 @@ def image_of(ctx: Any, source: Any, **kwargs: Any) -> DecodedImage:
 def models_for(
     ctx: Any, task: Task, where: Any = None
 ) -> tuple[list[ModelSpec], list[tuple[ModelSpec, str]]]:
-    """Models that can do ``task`` (home-task models first, registry order).
+    """Models that can do ``task`` (home-task models first, registry order; then models only a
+    serving engine knows).
 
     Args:
         ctx: the app context (its availability checks: code, extras, keys, gating, memory).
@@ -130,7 +131,8 @@ def models_for(
 
     ready: list[ModelSpec] = []
     not_here: list[tuple[ModelSpec, str]] = []
-    for spec in specs_for_task(task):
+    extra = [s for s in getattr(ctx, "extra_specs", list)() if task in s.tasks]
+    for spec in [*specs_for_task(task), *extra]:
         if where is not None and not where(spec):
             continue
         avail = ctx.availability(spec)

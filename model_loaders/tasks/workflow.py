@@ -15,6 +15,7 @@ import csv
 import io
 import json
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -328,6 +329,7 @@ def run_pipeline(
     padding: int = 10,
     merge_iou: float = MERGE_IOU,
     max_crops: int = 32,
+    workers: int = 1,
 ) -> tuple[Any, list[ResultRow]]:
     """Merge duplicates, crop, ask the VLM about each crop, validate.
 
@@ -339,6 +341,7 @@ def run_pipeline(
         padding: pixels added around each box before cropping.
         merge_iou: IoU at which two boxes are one object.
         max_crops: most crops sent to the VLM (most confident first); each is one VLM call.
+        workers: crops asked about at once (a serving engine batches them; a local model: 1).
 
     Returns:
         ``(kept detections, rows)``: one row per kept detection.
@@ -347,7 +350,12 @@ def run_pipeline(
     if len(kept) > max_crops:
         kept = kept[np.arange(max_crops)]
     rows = make_rows(image, kept, padding)
-    return kept, [ask_row(r, ask, schema) for r in rows]
+    if workers <= 1 or len(rows) <= 1:
+        return kept, [ask_row(r, ask, schema) for r in rows]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(workers, len(rows)), thread_name_prefix="workflow-crop") as pool:
+        return kept, list(pool.map(lambda r: ask_row(r, ask, schema), rows))
 
 
 # --------------------------------------------------------------------------------------------
@@ -554,12 +562,20 @@ class WorkflowRun:
 def _asker(ctx: Any, vlm: str, schema: dict[str, Any], timings: Any, max_new_tokens: int) -> Callable[[np.ndarray], str]:
     from model_loaders.core.images import DecodedImage
     from model_loaders.core.protocols import AskRequest
+    from model_loaders.core.results import Timings
     from model_loaders.tasks import ask as ask_task
 
-    request = AskRequest(question=build_prompt(schema), max_new_tokens=max_new_tokens, max_time=ask_task.MAX_TIME_S)
+    request = AskRequest(question=build_prompt(schema), max_new_tokens=max_new_tokens, max_time=ask_task.MAX_TIME_S,
+                         json_schema=schema)  # fmt: skip
+    lock = threading.Lock()
 
     def ask(pixels: np.ndarray) -> str:
-        result = ask_task.answer(ctx, DecodedImage.of_array(pixels), vlm, request, timings)
+        own = Timings()  # crops may be asked about at once: each call times itself, then adds up
+        result = ask_task.answer(ctx, DecodedImage.of_array(pixels), vlm, request, own)
+        with lock:
+            for name in ("load_ms", "preprocess_ms", "inference_ms", "postprocess_ms"):
+                setattr(timings, name, getattr(timings, name) + getattr(own, name))
+            timings.model, timings.device, timings.weights = own.model, own.device, own.weights
         return result.raw or result.text
 
     return ask
@@ -619,7 +635,7 @@ def run_workflow(ctx: Any, image: Any, detector: Any, classes: Any, confidence: 
     from model_loaders.core.results import Timings
     from model_loaders.core.validate import finite_number
     from model_loaders.tasks import detect as detect_task
-    from model_loaders.tasks.base import image_of
+    from model_loaders.tasks.base import backend_for, image_of
 
     settings = _settings(ctx, detector, classes, vlm, schema_text)
     if settings.problems:
@@ -642,7 +658,9 @@ def run_workflow(ctx: Any, image: Any, detector: Any, classes: Any, confidence: 
     else:
         unique = len(merge_duplicates(det))
         merged = len(det) - unique
-        kept, rows = run_pipeline(decoded.array, det, _asker(ctx, vlm_spec.key, schema, vlm_t, max_new_tokens), schema, pad)
+        workers = getattr(backend_for(ctx, vlm_spec, "ask"), "concurrency", 1)  # an engine batches crops
+        kept, rows = run_pipeline(decoded.array, det, _asker(ctx, vlm_spec.key, schema, vlm_t, max_new_tokens), schema,
+                                  pad, workers=workers)  # fmt: skip
         if unique > len(rows):
             notes.append(f"Only the {len(rows)} most confident detections were read.")
     if merged:
