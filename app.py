@@ -28,6 +28,7 @@ log = logging.getLogger("vision_playground")
 WEIGHTS = ("hub", "random", "tiny")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 QUEUE_SIZE = 16
+ZERO_GPU_BUDGET = 44 * 2**30  # a ZeroGPU "large" slice has 48 GB; the rest is working room
 OUTPUTS_FOLDER = "vision-playground-outputs"  # inside Gradio's upload folder: files are served, not copied
 
 
@@ -57,7 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--preload",
         default=os.environ.get("VP_PRELOAD", ""),
-        help="comma-separated model keys to load before serving (env VP_PRELOAD)",
+        help="comma-separated model keys to load before serving; on a ZeroGPU Space the model each tab "
+        "opens with, unless this is set (env VP_PRELOAD)",
     )
     p.add_argument(
         "--mcp",
@@ -156,12 +158,18 @@ def make_context(
     """
     from model_loaders.core.context import AppContext
     from model_loaders.core.device import resolve_device
+    from model_loaders.core.gpu_time import on_zero_gpu
     from model_loaders.core.outputs import DEFAULT_CAP_MB, OutputSpace
     from model_loaders.core.uploads import UploadGate
 
     upload_folder = private_temp_folders()
     outputs = OutputSpace(upload_folder / OUTPUTS_FOLDER, cap_bytes=(temp_cap_mb or DEFAULT_CAP_MB) * 2**20)
     uploads = UploadGate.for_folders([upload_folder, ASSETS], excluded=[outputs.root])
+    if on_zero_gpu() and available is None:
+        # Outside a GPU call ZeroGPU only emulates CUDA: its free memory cannot be read. Models
+        # are held for a "large" slice (48 GB) and share it.
+        budget_bytes = budget_bytes or ZERO_GPU_BUDGET
+        available = lambda: budget_bytes  # noqa: E731
     ctx = AppContext.create(
         weights,  # type: ignore[arg-type]
         resolve_device(device),
@@ -259,19 +267,38 @@ def launch_options(
 
 
 def preload(ctx: Any, keys: str) -> None:
-    """Load the given models before serving; a model that cannot load is logged, not fatal."""
+    """Load the given models before serving; a model that cannot load is logged, not fatal.
+
+    On a ZeroGPU Space this runs at start-up, outside any GPU call: models placed on ``cuda`` now
+    are packed by ZeroGPU and reach each GPU call ready. ``ctx.options["preloaded"]`` lists them.
+    """
     from model_loaders.core.errors import ModelUnavailable
 
+    loaded = set(ctx.options.get("preloaded", ()))
     for key in filter(None, (k.strip() for k in keys.split(","))):
         try:
             with ctx.use(key):
                 log.info("preloaded %s", key)
+            loaded.add(key)
         except ModelUnavailable as exc:
             log.warning("could not preload %s: %s", key, exc)
+    ctx.options["preloaded"] = frozenset(loaded)
+
+
+def preload_keys(requested: str) -> str:
+    """The models to preload: those asked for, else on a ZeroGPU Space the registry's set."""
+    from model_loaders.core.gpu_time import on_zero_gpu
+    from model_loaders.core.registry import ZEROGPU_PRELOAD
+
+    if requested.strip() or not on_zero_gpu():
+        return requested
+    return ",".join(ZEROGPU_PRELOAD)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Parse options, build the app and serve it."""
+    from model_loaders.core.gpu_time import on_zero_gpu
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -283,6 +310,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.vlm_endpoint and importlib.util.find_spec("openai") is None:
         raise SystemExit("--vlm-endpoint needs the engines extra: pip install 'vision-playground[engines]'")
     budget = int(args.memory_budget_gb * 2**30) if args.memory_budget_gb else None
+
     engines = None
     if args.vlm_endpoint:
         from model_loaders.backends.openai_compat import backend_from_settings
@@ -294,7 +322,8 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"--vlm-endpoint: {exc}") from None
     ctx = make_context(args.weights, args.device, budget_bytes=budget, temp_cap_mb=args.temp_cap_mb, backends=[engines])
     ctx.options.update(queue_size=args.queue_size, long_jobs=args.long_jobs, demo=args.demo)
-    preload(ctx, args.preload)
+    ctx.options["on_demand_note"] = on_zero_gpu()
+    preload(ctx, preload_keys(args.preload))
     demo = build_app(ctx)
     if args.demo:
         from tabs._presenter import warm

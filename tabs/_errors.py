@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -17,10 +18,35 @@ log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def zero_gpu_message(err: gr.Error) -> str | None:
+    """A short message for an error the ``spaces`` package raised on a ZeroGPU Space (its own are
+    long, with links and hints meant for API callers); ``None`` for any other error."""
+    title = str(getattr(err, "title", "") or "")
+    if not title.startswith("ZeroGPU"):
+        return None
+    text = str(err.message if hasattr(err, "message") else err)
+    wait = re.search(r"[Tt]ry again in ([0-9:]+)", text)
+    if "illegal duration" in title:
+        asked = re.search(r"\((\d+)s\)", text)
+        size = f" ({asked.group(1)} s)" if asked else ""
+        return (f"This run needs more GPU time{size} than this Space allows: "
+                "ask for fewer tokens, models or crops.")  # fmt: skip
+    if "quota" in title:
+        if "Space app has reached its GPU limit" in text:
+            return "This Space has used up its GPU time for now; try again later."
+        return "Your GPU time on this Space is used up" + (f"; try again in {wait.group(1)}." if wait else " for now.")
+    if "pending credits" in title:
+        return "Too many of your GPU runs are waiting; try again when one has finished."
+    if "aborted" in text:
+        return "The GPU run was stopped before it finished (it took longer than asked for); try again."
+    return "The GPU run failed; try again."
+
+
 def to_user_error(exc: BaseException) -> gr.Error:
     """Map an exception to the message a user sees."""
     if isinstance(exc, gr.Error):
-        return exc
+        short = zero_gpu_message(exc)
+        return exc if short is None else gr.Error(short, print_exception=False, duration=8)
     if isinstance(exc, (InputError, ModelUnavailable)):
         return gr.Error(str(exc), print_exception=False, duration=8)
     if is_out_of_memory(exc):

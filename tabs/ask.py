@@ -7,7 +7,6 @@ the chosen model's prompt kinds (a question, or a task menu with a phrase or a r
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +16,7 @@ from model_loaders.core.context import AppContext
 from model_loaders.core.errors import InputError
 from model_loaders.core.registry import DEFAULTS, get_spec
 from model_loaders.core.results import AskChunk, Timings
+from model_loaders.core.stopflags import StopFlag, StopFlags
 from model_loaders.core.validate import clean_text
 from model_loaders.tasks import ask as ta
 from model_loaders.tasks.base import image_of
@@ -27,6 +27,7 @@ from tabs._components import ImageInput, example
 from tabs._errors import user_errors
 from tabs._events import light_event, model_event
 from tabs._examples import example_paths
+from tabs._gpu import model_at, on_gpu
 from tabs._picker import model_picker
 from tabs._presenter import DEV_ONLY, first_view, input_height
 from tabs._timing import timing_line
@@ -128,10 +129,10 @@ def build(ctx: AppContext) -> None:
 
     outputs = [chat, question, annotated, raw, boxes, grounding_md, structured, flag, timing, history_key]
 
-    # The running answer's stop flag per browser session: Stop sets it, generation ends at the next
-    # token and the stream sends its own last message ("stopped by you"), so nothing arrives after
-    # it and overwrites it (cancelling the event instead raced with chunks already on their way).
-    running: dict[str, threading.Event] = {}
+    # Stop is a quick event of its own: it asks the session's running answer to stop at the next token
+    # and the stream sends its own last message ("stopped by you"), so nothing arrives after it and
+    # overwrites it. The request is a file, so it reaches a stream running in a ZeroGPU worker.
+    stops = StopFlags()
 
     def _respond(img: Any, key: Any, task_label: Any, phr: Any, q: Any, hist: Any, mx: Any, temp: Any,
                  pre: Any, sch: Any, pts: Any, hkey: str, session: str | None = None) -> Iterator[list[Any]]:  # fmt: skip
@@ -141,9 +142,7 @@ def build(ctx: AppContext) -> None:
         hist = list(hist or []) if hkey == decoded.digest else []
         request, shown = ta.build_request(spec, decoded, q, hist, task=task_label, phrase=phr, region=pts,
                                           schema=schema, max_new_tokens=mx, temperature=temp)  # fmt: skip
-        stop_event = threading.Event()
-        if session:
-            running[session] = stop_event
+        stop_event = stops.start(session) if session else StopFlag(stops.folder / "none")
         timings = Timings()
         try:
             for chunk in ta.stream(ctx, decoded, spec.key, request, stop_event, timings):
@@ -162,9 +161,7 @@ def build(ctx: AppContext) -> None:
                        checked.boxes, grounding, checked.data, flag_text, stats_line(ctx, chunk, timings),
                        decoded.digest]  # fmt: skip
         finally:
-            stop_event.set()  # a stream that ends early (page closed) stops generating at the next token
-            if session and running.get(session) is stop_event:
-                del running[session]
+            stops.finish(stop_event)  # a stream that ends early (page closed) stops at the next token
 
     @user_errors
     def respond(img: Any, key: Any, task_label: Any, phr: Any, q: Any, hist: Any, mx: Any, temp: Any, pre: Any,
@@ -180,9 +177,8 @@ def build(ctx: AppContext) -> None:
     def on_stop(request: gr.Request) -> None:
         # No output of its own: the stream's last message says "stopped by you" (a reply from here
         # could arrive after it and overwrite it).
-        flag = running.get(request.session_hash or "")
-        if flag is not None:
-            flag.set()
+        if request.session_hash:
+            stops.request(request.session_hash)
 
     def check_ask(img: Any, key: Any, task_label: Any, phr: Any, q: Any, hist: Any, mx: Any, temp: Any,
                   pre: Any, sch: Any, pts: Any, hkey: Any) -> dict[str, str | None]:  # fmt: skip
@@ -201,6 +197,7 @@ def build(ctx: AppContext) -> None:
     inputs = [image, model, task, phrase, question, chat, max_tokens, temperature, preset, schema_text, region_state,
               history_key]  # fmt: skip
     long = model_event(ctx, "long", timing)
+
     def ask_example() -> list[Any]:
         chunks = _respond(example_paths()[0], model.value, task.value, "", "What is in this image?", [],
                           max_tokens.value, 0.0, NO_PRESET, "", [], "")  # fmt: skip
@@ -211,11 +208,11 @@ def build(ctx: AppContext) -> None:
 
     first_view(ctx, [image, *outputs], ask_example, lambda last: (example_paths()[0], *last))
     guard_upload(ctx, image)
-    gr.on([send.click, question.submit], respond, inputs, outputs, api_visibility="private", preprocess=False,
+    gr.on([send.click, question.submit], on_gpu(ctx, respond, model_at(1, tokens_at=6)), inputs, outputs, api_visibility="private", preprocess=False,
           validator=validator(check_ask), **long)  # fmt: skip
     regen_inputs = [image, model, task, phrase, chat, max_tokens, temperature, preset, schema_text, region_state,
                     history_key]  # fmt: skip
-    regen.click(regenerate, regen_inputs, outputs, api_visibility="private", preprocess=False,
+    regen.click(on_gpu(ctx, regenerate, model_at(1, tokens_at=5)), regen_inputs, outputs, api_visibility="private", preprocess=False,
                 validator=validator(check_regen), **long)  # fmt: skip
     stop.click(on_stop, None, None, api_visibility="private", **light_event())
     clear.click(lambda: ([], "", None, "", None, "", None, "", "", ""), None, outputs, api_visibility="private",
@@ -301,7 +298,7 @@ def build(ctx: AppContext) -> None:
             js = {"valid": checked.valid, "data": checked.data, "errors": checked.errors}
         return result.text, boxes_out, js
 
-    api_button.click(ask, [api_image, api_model, api_prompt, api_schema], [api_answer, api_boxes, api_json],
+    api_button.click(on_gpu(ctx, ask, model_at(1, tokens=256)), [api_image, api_model, api_prompt, api_schema], [api_answer, api_boxes, api_json],
                      api_name="ask", api_description="Ask a vision-language model about an image: the answer, any "
                      "boxes in it, and JSON checked against a schema.", preprocess=False,
                      **model_event(ctx, "long"))  # fmt: skip

@@ -25,6 +25,7 @@ from tabs._components import ImageInput, example
 from tabs._errors import user_errors
 from tabs._events import light_event, model_event
 from tabs._examples import example_paths
+from tabs._gpu import models_at, on_gpu
 from tabs._picker import choice_label, picker_note
 from tabs._presenter import first_view, input_height
 
@@ -365,14 +366,14 @@ def build(ctx: AppContext) -> None:
                lambda: tc.compare(ctx, example_paths()[0], "detect", default_models(ctx, "detect")),
                lambda cmp: (example_paths()[0], *views(ctx, cmp)))  # fmt: skip
     guard_upload(ctx, image)
-    gr.on([run_btn.click, classes.submit, question.submit], on_compare,
+    gr.on([run_btn.click, classes.submit, question.submit], on_gpu(ctx, on_compare, models_at(2, task_at=1)),
           [image, task, models, classes, confidence, points, question],
           [notes, gallery, summary, latency, heatmap, pairs], api_visibility="private", preprocess=False,
           validator=validator(check_compare), **model_event(ctx, "long", notes))  # fmt: skip
     task.change(on_task, [task], [models, models_note, classes, confidence, points, question], api_visibility="private",
                 **light_event())  # fmt: skip
     image.select(on_click, [points], [points], api_visibility="private", **light_event())
-    api_btn.click(compare, [image, task, api_models, api_prompt, confidence, api_points], [api_json],
+    api_btn.click(on_gpu(ctx, compare, models_at(2, task_at=1)), [image, task, api_models, api_prompt, confidence, api_points], [api_json],
                   api_name="compare", api_description="Compare 2-4 models of one task on the same image: results, "
                   "timings, licences and how much they agree.", preprocess=False,
                   **model_event(ctx, "long"))  # fmt: skip

@@ -24,6 +24,7 @@ from tabs._components import ImageInput
 from tabs._errors import user_errors
 from tabs._events import light_event, model_event
 from tabs._examples import example_paths
+from tabs._gpu import model_at, on_gpu
 from tabs._picker import model_picker
 from tabs._presenter import DEV_ONLY, first_view, input_height
 from tabs._timing import timing_line
@@ -211,7 +212,7 @@ def build(ctx: AppContext) -> None:
 
     # Uploads and examples only fill the input; the button runs (the same in every tab).
     guard_upload(ctx, image)
-    run.click(on_run, run_inputs, run_outputs, api_visibility="private", preprocess=False,
+    run.click(on_gpu(ctx, on_run, model_at(1)), run_inputs, run_outputs, api_visibility="private", preprocess=False,
               validator=validator(check_run), **model_event(ctx, "single", timing)).success(
         on_render, render_inputs, view_outputs, api_visibility="private", **light_event(timing)
     ).success(lambda: "Click the map to read a value.", None, readout, api_visibility="private", **light_event())
@@ -232,7 +233,7 @@ def build(ctx: AppContext) -> None:
     # The public endpoint returns what an API client can use (no session state: MCP clients and
     # gradio_client cannot carry it between calls).
     api_btn = gr.Button(visible=False)
-    api_btn.click(depth, run_inputs, [files, stats, timing], api_name="depth", preprocess=False,
+    api_btn.click(on_gpu(ctx, depth, model_at(1)), run_inputs, [files, stats, timing], api_name="depth", preprocess=False,
                   api_description="Estimate depth from one photo: downloads whose values can be recovered "
                   "(16-bit PNG + JSON, float32 .npy, .ply), summary statistics, timings.",
                   **model_event(ctx, "single"))  # fmt: skip

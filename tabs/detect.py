@@ -26,6 +26,7 @@ from tabs._components import ImageInput, example
 from tabs._errors import user_errors
 from tabs._events import light_event, model_event
 from tabs._examples import example_paths
+from tabs._gpu import model_at, on_gpu
 from tabs._picker import model_picker
 from tabs._presenter import first_view, input_height
 from tabs._timing import timing_line
@@ -215,7 +216,7 @@ def build(ctx: AppContext) -> None:
     run_inputs = [image, model, confidence, iou, class_filter, prompt]
     # Uploads and examples only fill the input; the button (or Enter in the classes box) runs.
     guard_upload(ctx, image)
-    gr.on([run_btn.click, prompt.submit], h["detect"], run_inputs, [*view, state, class_filter],
+    gr.on([run_btn.click, prompt.submit], on_gpu(ctx, h["detect"], model_at(1)), run_inputs, [*view, state, class_filter],
           api_visibility="private", preprocess=False, validator=validator(check_run),
           **model_event(ctx, "single", info))  # fmt: skip
     # Sliders re-filter while dragging and as a value is typed (Enter included); the filter at once.
@@ -232,7 +233,7 @@ def build(ctx: AppContext) -> None:
     first_view(ctx, [image, *view, state, class_filter], lambda: td.run(ctx, example_paths()[0], model.value),
                present)  # fmt: skip
     api_btn.click(
-        h["api"],
+        on_gpu(ctx, h["api"], model_at(1)),
         [image, model, confidence, iou, api_classes],
         [api_json, api_image],
         api_name="detect",

@@ -26,6 +26,7 @@ from tabs._components import ImageInput, JsonInput, example
 from tabs._errors import user_errors
 from tabs._events import light_event, model_event
 from tabs._examples import example_paths
+from tabs._gpu import model_at, on_gpu
 from tabs._picker import model_picker
 from tabs._presenter import first_view, input_height
 from tabs._timing import timing_line
@@ -228,12 +229,12 @@ def build(ctx: AppContext) -> None:
     # Session endpoints for scripted clients (undocumented: they need this session's state).
     source.change(on_image, [source, session], outputs, preprocess=False, api_name="segment_image",
                   api_visibility="undocumented", **light)  # fmt: skip
-    canvas.select(on_select, [session, mode, polarity, model], outputs, api_visibility="private", **quick)
-    undo_btn.click(on_undo, [session, model], outputs, api_visibility="private", **quick)
-    redo_btn.click(on_redo, [session, model], outputs, api_visibility="private", **quick)
+    canvas.select(on_gpu(ctx, on_select, model_at(3)), [session, mode, polarity, model], outputs, api_visibility="private", **quick)
+    undo_btn.click(on_gpu(ctx, on_undo, model_at(1)), [session, model], outputs, api_visibility="private", **quick)
+    redo_btn.click(on_gpu(ctx, on_redo, model_at(1)), [session, model], outputs, api_visibility="private", **quick)
     clear_btn.click(on_clear, [session], outputs, api_visibility="private", **light)
     new_btn.click(on_new, [session], outputs, api_visibility="private", **light)
-    model.input(on_model, [session, model], outputs, api_visibility="private", **quick)
+    model.input(on_gpu(ctx, on_model, model_at(1)), [session, model], outputs, api_visibility="private", **quick)
     candidate.input(on_pick, [session, candidate], outputs, api_visibility="private", **light)
     gallery.select(on_gallery, [session], outputs, api_visibility="private", **light)
     export_btn.click(on_export, [session], files, api_name="segment_export", api_visibility="undocumented",
@@ -265,10 +266,10 @@ def build(ctx: AppContext) -> None:
         api_btn = gr.Button("segment")
         api_json = gr.JSON(label="masks")
         api_overlay = gr.Image(label="overlay", format="png")
-    click_btn.click(segment_click, [session, click_x, click_y, mode, polarity, model], outputs,
+    click_btn.click(on_gpu(ctx, segment_click, model_at(5)), [session, click_x, click_y, mode, polarity, model], outputs,
                     api_name="segment_click", api_visibility="undocumented", **quick)  # fmt: skip
     api_btn.click(
-        segment,
+        on_gpu(ctx, segment, model_at(4)),
         [api_image, api_points, api_labels, api_box, api_model, api_multimask],
         [api_json, api_overlay],
         preprocess=False,

@@ -16,6 +16,7 @@ import gradio as gr
 
 from model_loaders.core.context import AppContext
 from model_loaders.core.errors import InputError
+from model_loaders.core.gpu_time import GpuJob
 from model_loaders.core.registry import WORKFLOW_DEFAULTS
 from model_loaders.tasks import workflow as wf
 from model_loaders.tasks.structured import PRESETS
@@ -26,6 +27,7 @@ from tabs._components import ImageInput, example
 from tabs._errors import user_errors
 from tabs._events import light_event, model_event
 from tabs._examples import ASSETS
+from tabs._gpu import on_gpu, workflow_jobs
 from tabs._picker import model_picker
 from tabs._presenter import first_view, input_height, presenting
 
@@ -203,18 +205,22 @@ def build(ctx: AppContext) -> None:
     view = [annotated, crops, table, status]
     inputs = [image, detector, classes, confidence, padding, vlm, schema]
     long = model_event(ctx, "long", status)
+
+    def rerun_jobs(run: WorkflowRun | None, *rest: Any) -> list[GpuJob]:
+        return [GpuJob(run.vlm, tokens=wf.MAX_NEW_TOKENS)] if run is not None else []
+
     def run_example() -> WorkflowRun:
         books, det, cls, _ = EXAMPLES[0]
         return run_workflow(ctx, books, det, cls, confidence.value, padding.value, vlm.value, schema.value)
 
     first_view(ctx, [image, *view, state], run_example, lambda run: (EXAMPLES[0][0], *views(ctx, run), run))
     guard_upload(ctx, image)
-    run_btn.click(on_run, inputs, [*view, state, files], api_visibility="private", preprocess=False,
+    run_btn.click(on_gpu(ctx, on_run, workflow_jobs(1, 5)), inputs, [*view, state, files], api_visibility="private", preprocess=False,
                   validator=validator(check_run), **long)  # fmt: skip
     save_btn.click(on_save, [state, table], [*view, state], api_visibility="private", **light_event(status))
-    rerun_btn.click(on_rerun, [state, table, row_no], [*view, state], api_visibility="private", **long)
+    rerun_btn.click(on_gpu(ctx, on_rerun, rerun_jobs), [state, table, row_no], [*view, state], api_visibility="private", **long)
     export_btn.click(on_export, [state, table], [files, state], api_visibility="private", **light_event(status))
     preset.change(on_preset, [preset], [schema], api_visibility="private", **light_event())
-    api_btn.click(workflow, inputs, [api_json], api_name="workflow", api_description="Detect objects, crop each, "
+    api_btn.click(on_gpu(ctx, workflow, workflow_jobs(1, 5)), inputs, [api_json], api_name="workflow", api_description="Detect objects, crop each, "
                   "ask a VLM for JSON matching a schema and validate it: one row per object.", preprocess=False,
                   **model_event(ctx, "long"))  # fmt: skip

@@ -20,13 +20,33 @@ def _norm(req: str) -> str:
     return re.sub(r"\s+", "", req).lower().replace("_", "-")
 
 
+ZEROGPU_TORCH = {"2.8.0", "2.9.1", "2.10.0", "2.11.0"}  # the versions ZeroGPU lists (reference/ecosystem.md)
+TORCHVISION_FOR = {"2.8.0": "0.23.0", "2.9.1": "0.24.1", "2.10.0": "0.25.0", "2.11.0": "0.26.0"}
+
+
 def test_requirements_txt_matches_pyproject_dependencies():
-    reqs = [
-        line.strip()
+    """Spaces installs requirements.txt only: the project's dependencies, with torch pinned to a
+    version ZeroGPU supports (and its torchvision) inside pyproject's range, plus `spaces`."""
+    from packaging.requirements import Requirement
+
+    reqs = {
+        Requirement(line).name: Requirement(line)
         for line in (ROOT / "requirements.txt").read_text().splitlines()
         if line.strip() and not line.startswith("#")
-    ]
-    assert sorted(map(_norm, reqs)) == sorted(map(_norm, PYPROJECT["project"]["dependencies"]))
+    }
+    deps = {Requirement(d).name: Requirement(d) for d in PYPROJECT["project"]["dependencies"]}
+    spaces_extra = [Requirement(d) for d in PYPROJECT["project"]["optional-dependencies"]["spaces"]]
+    assert set(reqs) == set(deps) | {r.name for r in spaces_extra}
+    assert str(reqs["spaces"].specifier) == "", "spaces is not pinned (Spaces manages its version)"
+    for name, dep in deps.items():
+        if name in ("torch", "torchvision"):
+            (pin,) = list(reqs[name].specifier)
+            assert pin.operator == "==" and dep.specifier.contains(pin.version), (name, pin)
+        else:
+            assert _norm(str(reqs[name])) == _norm(str(dep)), name
+    torch_pin = next(iter(reqs["torch"].specifier)).version
+    assert torch_pin in ZEROGPU_TORCH, f"ZeroGPU does not list torch {torch_pin}"
+    assert next(iter(reqs["torchvision"].specifier)).version == TORCHVISION_FOR[torch_pin]
 
 
 def test_spaces_front_matter_matches_the_pinned_gradio():

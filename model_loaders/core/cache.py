@@ -21,8 +21,10 @@ import ctypes
 import ctypes.util
 import gc
 import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +32,17 @@ from typing import Any
 from model_loaders.core.errors import ModelUnavailable
 
 log = logging.getLogger(__name__)
+
+_CACHES: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _reset_locks_in_child() -> None:
+    for cache in list(_CACHES):
+        cache._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_locks_in_child)
 
 Loader = Callable[[str], Any]
 Sizer = Callable[[Any], int]
@@ -187,6 +200,7 @@ class ModelCache:
         self._key_locks: dict[Hashable, threading.Lock] = {}
         self.loads = 0  # number of loader calls that succeeded (for tests and the status panel)
         self.last_load_s: dict[Hashable, float] = {}
+        _CACHES.add(self)
 
     # -- public API -------------------------------------------------------------------------
 
@@ -255,6 +269,13 @@ class ModelCache:
         return dropped
 
     # -- internals --------------------------------------------------------------------------
+
+    def _after_fork_in_child(self) -> None:
+        # A forked GPU worker (ZeroGPU) has only the thread that forked: a lock another thread held
+        # at that moment would never be released there. Fresh locks; models and sizes are kept.
+        self._table_lock = threading.Lock()
+        self._key_locks = {}
+        self._loading = {}
 
     def _room_locked(self) -> int:
         held = sum(e.nbytes for e in self._entries.values()) + sum(self._loading.values())

@@ -572,6 +572,11 @@ DEFAULTS: dict[Task, str] = {
 # JSON and is small enough for a CPU.
 WORKFLOW_DEFAULTS: dict[Task, str] = {"detect": "owlv2-base", "ask": "qwen3-vl-2b"}
 
+# Kept ready on a ZeroGPU Space (placed on `cuda` at start-up, so ZeroGPU packs them): the model
+# each tab opens with, ~5 GB in bf16, far within the 48 GB of a "large" slice. Any other model
+# loads on demand inside its GPU call (slower; the timing line says so). VP_PRELOAD overrides it.
+ZEROGPU_PRELOAD: tuple[str, ...] = tuple(dict.fromkeys([*DEFAULTS.values(), *WORKFLOW_DEFAULTS.values()]))
+
 
 def get_spec(key: str) -> ModelSpec:
     """Return the spec for ``key``.

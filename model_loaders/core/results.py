@@ -126,6 +126,14 @@ class ImageEmbedding:
         """Bytes held by the feature maps."""
         return int(sum(f.numel() * f.element_size() for f in self.features))
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Crossing a process boundary (a ZeroGPU call's result, a pickled session): CUDA tensors
+        # must not leave the GPU worker, so the features travel on the CPU; the model moves them
+        # back to its device when it decodes.
+        state = dict(self.__dict__)
+        state["features"] = [f.detach().cpu() if getattr(f, "is_cuda", False) else f for f in self.features]
+        return state
+
 
 @dataclass
 class MaskPrediction:

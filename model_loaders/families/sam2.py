@@ -38,8 +38,6 @@ _HIERA: dict[str, tuple[int, int, list[int], list[int], list[int], list[int]]] =
 }
 
 
-
-
 def _hiera(spec: ModelSpec) -> tuple[int, int, list[int], list[int], list[int], list[int]]:
     if spec.variant not in _HIERA:
         raise ModelUnavailable(spec.key, "load_failed", f"{spec.name}: unknown SAM 2.1 variant {spec.variant!r}.")
@@ -128,8 +126,6 @@ def tiny_config(video: bool = False) -> Any:
     )
 
 
-
-
 def processor_for(image_size: int) -> Any:
     """The ``Sam2Processor`` the checkpoints ship, for a square input of ``image_size``."""
     from transformers import Sam2ImageProcessor, Sam2Processor
@@ -213,7 +209,8 @@ class Sam2Bundle:
             if k in inputs
         }
         with torch.inference_mode():
-            out = self.model(image_embeddings=embedding.features, multimask_output=multimask, **model_inputs)
+            features = [f.to(self.device) for f in embedding.features]  # no-op unless it crossed a process
+            out = self.model(image_embeddings=features, multimask_output=multimask, **model_inputs)
             logits = out.pred_masks[0, 0].float()  # (K, h, w): batch 0, prompt set 0
             scores = out.iou_scores[0, 0].float()
             masks = upscale_logits(logits, (w, h))
