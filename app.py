@@ -106,6 +106,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "them. Raise only on a GPU with memory to spare (env VP_LONG_JOBS)",
     )
     p.add_argument(
+        "--batch-size",
+        type=int,
+        default=int(os.environ["VP_BATCH_SIZE"]) if os.environ.get("VP_BATCH_SIZE") else None,
+        help="Depth and Detect API calls arriving together share one forward pass, up to this many "
+        "(default 8 on a CUDA GPU, 1 = off elsewhere and on ZeroGPU) (env VP_BATCH_SIZE)",
+    )
+    p.add_argument(
         "--demo",
         action="store_true",
         default=_env_flag("VP_DEMO"),
@@ -229,6 +236,7 @@ def health_routes(ctx: Any, demo: Any) -> list[Any]:
                 "room_now": round(ctx.cache.room_bytes() / 2**20),
                 "models": round(ctx.cache.used_bytes() / 2**20),
             },
+            "batching": {"max_batch": ctx.batchers.max_batch, **ctx.batchers.snapshot()},
             "queue": {
                 "waiting": len(queue) if queue is not None else None,
                 "running": queue.get_active_worker_count() if queue is not None else None,
@@ -285,6 +293,22 @@ def preload(ctx: Any, keys: str) -> None:
     ctx.options["preloaded"] = frozenset(loaded)
 
 
+DEFAULT_GPU_BATCH = 8
+
+
+def batch_size(requested: int | None, device: str) -> int:
+    """How many Depth/Detect calls may share a forward pass: as asked, else 8 on a CUDA GPU and 1
+    (no batching) on a CPU, where a pass on 8 images takes 8 times as long anyway. On ZeroGPU
+    each call runs in its own GPU worker: nothing to share a pass with."""
+    from model_loaders.core.gpu_time import on_zero_gpu
+
+    if on_zero_gpu():
+        return 1
+    if requested is not None:
+        return max(1, requested)
+    return DEFAULT_GPU_BATCH if device == "cuda" else 1
+
+
 def preload_keys(requested: str) -> str:
     """The models to preload: those asked for, else on a ZeroGPU Space the registry's set."""
     from model_loaders.core.gpu_time import on_zero_gpu
@@ -297,6 +321,7 @@ def preload_keys(requested: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Parse options, build the app and serve it."""
+    from model_loaders.core.batching import Batchers
     from model_loaders.core.gpu_time import on_zero_gpu
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -323,6 +348,7 @@ def main(argv: list[str] | None = None) -> None:
     ctx = make_context(args.weights, args.device, budget_bytes=budget, temp_cap_mb=args.temp_cap_mb, backends=[engines])
     ctx.options.update(queue_size=args.queue_size, long_jobs=args.long_jobs, demo=args.demo)
     ctx.options["on_demand_note"] = on_zero_gpu()
+    ctx.batchers = Batchers(batch_size(args.batch_size, ctx.settings.device))
     preload(ctx, preload_keys(args.preload))
     demo = build_app(ctx)
     if args.demo:

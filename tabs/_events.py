@@ -19,8 +19,15 @@ def _progress(status: Any) -> dict[str, Any]:
     return {"show_progress_on": list(status) if isinstance(status, (list, tuple)) else [status]}
 
 
-def model_event(ctx: Any, lane: Lane, status: Any = None) -> dict[str, Any]:
-    """Settings of an event that runs a model in ``lane``; progress and errors show on ``status``."""
+def model_event(ctx: Any, lane: Lane, status: Any = None, batched: bool = False) -> dict[str, Any]:
+    """Settings of an event that runs a model in ``lane``; progress and errors show on ``status``.
+
+    ``batched``: an API endpoint whose forward passes are batched (``core.batching``): when the
+    app batches, up to a batch of its calls run at once so that they can share a pass.
+    """
+    if batched and ctx.batchers.enabled:
+        return {"concurrency_id": "lane-batched", "concurrency_limit": ctx.batchers.max_batch,
+                "trigger_mode": "once", **_progress(status)}  # fmt: skip
     limits = lane_limits(ctx.settings.device, ctx.options.get("long_jobs"))
     return {"concurrency_id": f"lane-{lane}", "concurrency_limit": limits[lane], "trigger_mode": "once",
             **_progress(status)}  # fmt: skip

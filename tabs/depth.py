@@ -236,4 +236,4 @@ def build(ctx: AppContext) -> None:
     api_btn.click(on_gpu(ctx, depth, model_at(1)), run_inputs, [files, stats, timing], api_name="depth", preprocess=False,
                   api_description="Estimate depth from one photo: downloads whose values can be recovered "
                   "(16-bit PNG + JSON, float32 .npy, .ply), summary statistics, timings.",
-                  **model_event(ctx, "single"))  # fmt: skip
+                  **model_event(ctx, "single", batched=True))  # fmt: skip

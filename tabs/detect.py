@@ -240,6 +240,6 @@ def build(ctx: AppContext) -> None:
         api_description="Find objects in an image: boxes with classes and scores (closed-set detectors), or "
         "the classes you name (open-vocabulary detectors).",
         preprocess=False,
-        **model_event(ctx, "single"),
+        **model_event(ctx, "single", batched=True),
     )
 

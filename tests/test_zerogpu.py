@@ -220,3 +220,57 @@ def test_segment_and_ask_flows_across_the_boundary(browser: Any, boundary_url: s
         assert "stopped by you" in outcomes[-1], f"Stop never reached the stream in its child: {outcomes}"
     finally:
         page.close()
+
+
+def test_a_model_loaded_inside_the_gpu_call_says_so(ctx: Any) -> None:
+    from tabs._timing import timing_line
+
+    space = dataclasses.replace(ctx, options={**ctx.options, "on_demand_note": True,
+                                              "preloaded": frozenset({"sam2.1-hiera-tiny"})})  # fmt: skip
+    assert "loaded on demand" in timing_line(space, {"model": "sam2.1-hiera-large", "load_ms": 900.0})
+    assert "loaded on demand" not in timing_line(space, {"model": "sam2.1-hiera-tiny", "load_ms": 900.0})
+    assert "loaded on demand" not in timing_line(space, {"model": "sam2.1-hiera-large", "load_ms": 0.0})
+    assert "loaded on demand" not in timing_line(ctx, {"model": "sam2.1-hiera-large", "load_ms": 900.0})
+
+
+@pytest.mark.browser
+def test_depth_and_detect_state_comes_back_from_the_gpu_call(browser: Any, boundary_url: str) -> None:
+    """The run's kept state (the float depth map, the raw boxes) returns from the child: a colormap
+    change and a typed confidence re-render it in the server without running the model again."""
+    import re
+
+    from playwright.sync_api import expect
+
+    from tests.browsing import error_badges
+
+    page = browser.new_page()
+    page.set_default_timeout(90_000)
+    try:
+        page.goto(boundary_url)
+        open_tab(page, "Depth")
+        pick_example(page, "depth-examples")
+        page.locator("#depth-input img").first.wait_for()
+        page.locator("#depth-run").click()
+        page.locator("#depth-timing").get_by_text("inference").wait_for()
+        page.locator("#depth-slider img").first.wait_for()
+        before = page.locator("#depth-slider img").last.get_attribute("src")
+        page.locator("#depth-invert input").check()
+        page.wait_for_function("(src) => [...document.querySelectorAll('#depth-slider img')].pop()?.src !== src",
+                               arg=before)  # fmt: skip
+        assert not error_badges(page)
+
+        open_tab(page, "Detect")
+        pick_example(page, "detect-examples")
+        page.locator("#detect-image img").first.wait_for()
+        page.locator("#detect-run").click()
+        page.locator("#detect-info").get_by_text("inference").wait_for()
+        line = page.locator("#detect-info").inner_text()
+        conf = page.locator("#detect-conf input[type='number']")
+        conf.fill("0")
+        conf.press("Enter")
+        expect(page.locator("#detect-table")).to_contain_text(re.compile(r"[a-z]+\s+0\.\d+\s+\d+(\.\d)?\s"))
+        inference = [p for p in line.split(" · ") if p.startswith("inference")]
+        assert inference and inference[0] in page.locator("#detect-info").inner_text(), "the same run, re-filtered"
+        assert not error_badges(page)
+    finally:
+        page.close()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from model_loaders.core.availability import Availability, LoadSettings, availability, family_module
+from model_loaders.core.batching import Batchers
 from model_loaders.core.cache import ModelCache, Need, gb
 from model_loaders.core.errors import ModelUnavailable
 from model_loaders.core.outputs import OutputSpace
@@ -70,6 +71,7 @@ class AppContext:
         outputs: the capped space where requests write their download files.
         options: launch options shown in the status panel (queue size, file size cap).
         backends: where models run besides this process (serving engines), asked first.
+        batchers: per-model batching queues (off unless the app batches: ``--batch-size``).
     """
 
     settings: LoadSettings
@@ -78,6 +80,7 @@ class AppContext:
     outputs: OutputSpace = field(default_factory=lambda: OutputSpace(Path(tempfile.gettempdir()) / "vision-playground"))
     options: dict[str, Any] = field(default_factory=dict)
     backends: list[Any] = field(default_factory=list)
+    batchers: Batchers = field(default_factory=Batchers)
 
     @classmethod
     def create(

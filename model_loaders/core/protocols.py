@@ -52,6 +52,23 @@ class DepthEstimator(Protocol):
 
 
 @runtime_checkable
+class Batchable(Protocol):
+    """A model whose forward pass can serve several requests at once (``core.batching``).
+
+    ``prepare`` runs in the request's thread and returns an input of batch size 1 (or ``None``
+    when this input cannot be batched: the caller then runs it alone); ``forward_batch`` runs one
+    pass over inputs of the same shape and returns one output per input, in order; ``finish``
+    turns a request's output into its result, in the request's thread.
+    """
+
+    def prepare(self, image: np.ndarray, timings: Timings) -> Any: ...
+
+    def forward_batch(self, inputs: list[Any]) -> list[Any]: ...
+
+    def finish(self, output: Any, size: tuple[int, int], timings: Timings) -> Any: ...
+
+
+@runtime_checkable
 class Detector(Protocol):
     """Boxes for an image: closed-set classes, or the classes named in ``classes`` (open vocabulary).
 

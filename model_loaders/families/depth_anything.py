@@ -98,6 +98,19 @@ class DepthBundle:
         """Depth for one (H, W, 3) uint8 RGB image, at the image's size (``DepthEstimator``)."""
         return estimate_depth(self, image, timings)
 
+    # Batching (``core.batching``): prepare in the request's thread, one pass for many, finish.
+    def prepare(self, image: np.ndarray, timings: Timings) -> Any:
+        """See `prepare`."""
+        return prepare(self, image, timings)
+
+    def forward_batch(self, inputs: list[Any]) -> list[Any]:
+        """See `forward_batch`."""
+        return forward_batch(self, inputs)
+
+    def finish(self, output: Any, size: tuple[int, int], timings: Timings) -> DepthResult:
+        """See `finish`."""
+        return finish(self, output, size, timings)
+
 
 def build_config(size: str, max_depth: float | None) -> Any:
     """The `DepthAnythingConfig` of one architecture size (``small``/``base``/``large``/``tiny``).
@@ -223,26 +236,45 @@ def estimate_depth(bundle: DepthBundle, image_rgb: np.ndarray, timings: Timings 
     Raises:
         InputError: if ``image_rgb`` is not an (H, W, 3) uint8 array.
     """
-    import torch
+    timings = timings if timings is not None else Timings()
+    pixel_values = prepare(bundle, image_rgb, timings)
+    with timings.stage("inference"):
+        (predicted,) = forward_batch(bundle, [pixel_values])
+    return finish(bundle, predicted, image_rgb.shape[:2], timings)
 
+
+def prepare(bundle: DepthBundle, image_rgb: np.ndarray, timings: Timings) -> Any:
+    """The model's input for one image: ``pixel_values`` of batch size 1 on the model's device
+    (its shape follows the image's aspect ratio: only same-shaped inputs share a pass)."""
     if not isinstance(image_rgb, np.ndarray) or image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
         raise InputError("Depth needs an RGB image.")
-    timings = timings if timings is not None else Timings()
-    h, w = image_rgb.shape[:2]
     with timings.stage("preprocess"):
         if not image_rgb.flags.writeable:  # torch.from_numpy warns on read-only arrays
             image_rgb = image_rgb.copy()
         inputs = bundle.processor(images=image_rgb, return_tensors="pt")
-        pixel_values = inputs["pixel_values"].to(bundle.device, bundle.dtype)
-    with timings.stage("inference"), torch.inference_mode():
-        outputs = bundle.model(pixel_values=pixel_values)
-        predicted = outputs.predicted_depth
+        return inputs["pixel_values"].to(bundle.device, bundle.dtype)
+
+
+def forward_batch(bundle: DepthBundle, inputs: list[Any]) -> list[Any]:
+    """One forward pass over same-shaped inputs; one low-resolution map per input."""
+    import torch
+
+    with torch.inference_mode():
+        predicted = bundle.model(pixel_values=torch.cat(inputs)).predicted_depth
         if bundle.device.startswith("cuda"):
             torch.cuda.synchronize()  # so inference time is the GPU's, not the launch's
+    return list(predicted.unbind(0))
+
+
+def finish(bundle: DepthBundle, predicted: Any, size: tuple[int, int], timings: Timings) -> DepthResult:
+    """A model's low-resolution map upsampled to the image's ``size`` = (H, W) and checked."""
+    import torch
+
+    h, w = size
     with timings.stage("postprocess"), torch.inference_mode():
         # Upsample in float32: half-precision bicubic on large maps loses resolution.
         up = torch.nn.functional.interpolate(
-            predicted.float().unsqueeze(1), size=(h, w), mode="bicubic", align_corners=False
+            predicted.float()[None, None], size=(h, w), mode="bicubic", align_corners=False
         )[0, 0]
         hi = bundle.max_depth if bundle.kind == "metric" else None
         depth = up.clamp(min=0.0, max=hi).cpu().numpy().astype(np.float32, copy=False)

@@ -121,6 +121,21 @@ class DetectorBundle:
             return _detect_gdino(self, image, list(classes), timings)
         return _detect_closed(self, image, timings)
 
+    # Batching (``core.batching``), closed-set detectors only: their inputs have one fixed size.
+    def prepare(self, image: np.ndarray, timings: Timings) -> Any:
+        """The input for one image, or ``None`` for open-vocabulary models (run alone)."""
+        if self.open_vocabulary:
+            return None
+        return _prepare_closed(self, image if image.flags.writeable else image.copy(), timings)
+
+    def forward_batch(self, inputs: list[Any]) -> list[Any]:
+        """One pass for several images."""
+        return _forward_closed(self, inputs)
+
+    def finish(self, output: Any, size: tuple[int, int], timings: Timings) -> Any:
+        """One image's detections."""
+        return _finish_closed(self, output, size, timings)
+
 
 _SIZES = {"rf_detr": _RFDETR, "d_fine": _DFINE, "rt_detr_v2": _RTDETRV2, "owlv2": {"base": None},
           "grounding_dino": {"tiny": None, "base": None}}  # fmt: skip
@@ -395,19 +410,40 @@ def _to_device(batch: Any, bundle: DetectorBundle) -> dict[str, Any]:
 
 
 def _detect_closed(bundle: DetectorBundle, image: np.ndarray, timings: Timings) -> Any:
+    inputs = _prepare_closed(bundle, image, timings)
+    with timings.stage("inference"):
+        (output,) = _forward_closed(bundle, [inputs])
+    return _finish_closed(bundle, output, image.shape[:2], timings)
+
+
+def _prepare_closed(bundle: DetectorBundle, image: np.ndarray, timings: Timings) -> dict[str, Any]:
+    """A closed-set detector's input for one image (batch size 1, on the model's device)."""
+    with timings.stage("preprocess"):
+        return _to_device(bundle.processor(images=image, return_tensors="pt"), bundle)
+
+
+def _forward_closed(bundle: DetectorBundle, inputs: list[dict[str, Any]]) -> list[Any]:
+    """One pass over same-shaped inputs; per input its (logits, boxes) rows as float32."""
     import torch
 
-    h, w = image.shape[:2]
-    with timings.stage("preprocess"):
-        inputs = _to_device(bundle.processor(images=image, return_tensors="pt"), bundle)
-    with timings.stage("inference"), torch.inference_mode():
-        outputs = bundle.model(**inputs)
+    with torch.inference_mode():
+        batch = {k: torch.cat([i[k] for i in inputs]) for k in inputs[0]}
+        outputs = bundle.model(**batch)
+        logits, boxes = outputs.logits.float(), outputs.pred_boxes.float()
+    return [(logits[i : i + 1], boxes[i : i + 1]) for i in range(len(inputs))]
+
+
+def _finish_closed(bundle: DetectorBundle, output: Any, size: tuple[int, int], timings: Timings) -> Any:
+    """One input's rows turned into detections in the image's pixels (``size`` = (H, W))."""
+    from transformers.utils import ModelOutput
+
+    h, w = size
     with timings.stage("postprocess"):
         kwargs: dict[str, Any] = {"threshold": RAW_FLOOR, "target_sizes": [(h, w)]}
         if bundle.arch == "rf_detr":
             kwargs["top_k"] = RAW_TOP_K
-        outputs.logits = outputs.logits.float()
-        outputs.pred_boxes = outputs.pred_boxes.float()
+        logits, boxes = output
+        outputs = ModelOutput(logits=logits, pred_boxes=boxes)
         res = bundle.processor.post_process_object_detection(outputs, **kwargs)[0]
         boxes = _clip(res["boxes"].cpu().numpy(), w, h)
         det = make_detections(boxes, res["scores"].cpu().numpy(), res["labels"].cpu().numpy(), bundle.class_names)

@@ -17,12 +17,14 @@ with the same settings gives the same result everywhere.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
+
+import numpy as np
 
 from model_loaders.core.errors import InputError, ModelUnavailable
 from model_loaders.core.images import DecodedImage, decode_image
-from model_loaders.core.protocols import TASK_PROTOCOLS
+from model_loaders.core.protocols import TASK_PROTOCOLS, Batchable
 from model_loaders.core.registry import get_spec
 from model_loaders.core.results import Timings
 from model_loaders.core.specs import ModelSpec, Task
@@ -81,6 +83,33 @@ def model_for(ctx: Any, spec: ModelSpec, task: Task, timings: Timings) -> Iterat
         if not isinstance(model, TASK_PROTOCOLS[task]):
             raise ModelUnavailable(spec.key, "load_failed", f"{spec.name} cannot {DOING[task]} here.")
         yield model
+
+
+def _shapes(value: Any) -> Any:
+    """What must match for two inputs to stack: their tensors' shapes."""
+    if isinstance(value, dict):
+        return tuple((k, _shapes(v)) for k, v in sorted(value.items()))
+    return tuple(getattr(value, "shape", ())) or type(value).__name__
+
+
+def run_batched(ctx: Any, key: str, model: Any, image: np.ndarray, timings: Timings, alone: Callable[[], Any]) -> Any:
+    """``model`` on ``image`` through the model's batching queue when this app batches and the
+    model can (`Batchable`): the forward pass is shared with concurrent requests; preprocessing
+    and postprocessing stay here. Otherwise ``alone()``, the model's own single-image call.
+
+    The "inference" time of a batched request includes its wait for the others (at most the
+    batcher's ``max_wait_s``).
+    """
+    batchers = getattr(ctx, "batchers", None)
+    if batchers is None or not batchers.enabled or not isinstance(model, Batchable):
+        return alone()
+    prepared = model.prepare(image, timings)
+    if prepared is None:
+        return alone()
+    with timings.stage("inference"):
+        group = (id(model), _shapes(prepared))
+        output = batchers.get(key).submit(model.forward_batch, prepared, group)
+    return model.finish(output, image.shape[:2], timings)
 
 
 def checked_spec(ctx: Any, key: Any, task: Task, what: str = "") -> ModelSpec:

@@ -24,7 +24,7 @@ from model_loaders.core.results import DepthResult, Timings
 from model_loaders.core.specs import ModelSpec
 from model_loaders.core.validate import finite_number
 from model_loaders.tasks import depth_export as dx
-from model_loaders.tasks.base import checked_spec, image_of, model_for
+from model_loaders.tasks.base import checked_spec, image_of, model_for, run_batched
 
 _STEM = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -41,7 +41,8 @@ def estimate(ctx: Any, image: Any, model: Any, timings: Timings | None = None) -
     with timings.stage("preprocess"):
         decoded = image_of(ctx, image)
     with model_for(ctx, spec, "depth", timings) as estimator:
-        result = estimator.estimate(decoded.array, timings)
+        result = run_batched(ctx, spec.key, estimator, decoded.array, timings,
+                             lambda: estimator.estimate(decoded.array, timings))  # fmt: skip
     result.timings = timings
     return result
 

@@ -23,7 +23,7 @@ from model_loaders.core.errors import InputError
 from model_loaders.core.images import DecodedImage
 from model_loaders.core.results import Timings
 from model_loaders.core.specs import ModelSpec
-from model_loaders.tasks.base import checked_spec, image_of, model_for
+from model_loaders.tasks.base import checked_spec, image_of, model_for, run_batched
 
 # Open-vocabulary prompts: more classes than this are cut (with a message), not refused.
 MAX_PROMPT_CLASSES = 50
@@ -212,7 +212,8 @@ def run(ctx: Any, image: Any, model: Any, prompt: Any = None, timings: Timings |
         decoded: DecodedImage = image_of(ctx, image)
     notes = list(decoded.notes) + notes
     with model_for(ctx, spec, "detect", timings) as detector:
-        raw = detector.detect(decoded.array, timings, wanted)
+        raw = run_batched(ctx, spec.key, detector, decoded.array, timings,
+                          lambda: detector.detect(decoded.array, timings, wanted))  # fmt: skip
         reported = tuple(getattr(detector, "class_names", ()) or ())
     dropped = raw.metadata.get("dropped_classes") or []
     if dropped:
