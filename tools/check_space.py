@@ -43,14 +43,21 @@ print(json.dumps({"files": len(files), "timing": timing}))
 
 
 def find_python312() -> str:
-    """A Python 3.12 interpreter: ``VP_SPACE_PYTHON``, ``python3.12`` on PATH, or pyenv's 3.12."""
-    for candidate in (os.environ.get("VP_SPACE_PYTHON"), shutil.which("python3.12")):
-        if candidate:
-            env = {**os.environ, "PYENV_VERSION": os.environ.get("PYENV_VERSION", "3.12.1")}
+    """A Python 3.12 interpreter: ``VP_SPACE_PYTHON``, pyenv's 3.12, or ``python3.12`` on PATH."""
+    import glob
+
+    candidates = [os.environ.get("VP_SPACE_PYTHON"),
+                  *sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.12*/bin/python3.12")), reverse=True),
+                  shutil.which("python3.12"), "/usr/bin/python3.12"]  # fmt: skip
+    for candidate in filter(None, candidates):
+        env = {**os.environ, "PYENV_VERSION": "3.12"}  # for pyenv's shim; a real binary ignores it
+        try:
             probe = subprocess.run([candidate, "-c", "import sys; print(sys.executable, sys.version_info[:2])"],
-                                   capture_output=True, text=True, env=env)  # fmt: skip
-            if probe.returncode == 0 and "(3, 12)" in probe.stdout:
-                return probe.stdout.split()[0]
+                                   capture_output=True, text=True, env=env, timeout=30)  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if probe.returncode == 0 and "(3, 12)" in probe.stdout:
+            return probe.stdout.split()[0]
     raise SystemExit("no Python 3.12 found: set VP_SPACE_PYTHON to one")
 
 
