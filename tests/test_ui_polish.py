@@ -7,14 +7,22 @@ offer only what runs; agreement numbers are honest; tables and every tab read we
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.browsing import error_badges, open_tab, pick_example, validation_message
+from tests.browsing import (
+    ASK_TIMING,
+    ask_for_a_long_answer,
+    detect_first_example,
+    error_badges,
+    open_tab,
+    pick_example,
+    refilter_to_zero_confidence,
+    validation_message,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -34,18 +42,10 @@ def sized_page(browser: Any, request: Any) -> Any:
         context.close()
 
 
-def _detect_the_first_example(page: Any) -> str:
-    pick_example(page, "detect-examples")
-    page.locator("#detect-image img").first.wait_for()
-    page.locator("#detect-run").click()
-    page.locator("#detect-info").get_by_text("inference").wait_for()
-    return page.locator("#detect-output img").first.get_attribute("src")
-
-
 def test_an_input_mistake_shows_on_the_input_and_keeps_the_results(page: Any, app_url: str, artifacts: Path) -> None:
     page.goto(app_url)
     open_tab(page, "Detect")
-    shown = _detect_the_first_example(page)
+    shown = detect_first_example(page)
     table = page.locator("#detect-table").inner_text()
     # An open-vocabulary model with no classes: refused before it runs, on the classes box.
     page.locator("#detect-model input").click()
@@ -65,19 +65,11 @@ def test_an_input_mistake_shows_on_the_input_and_keeps_the_results(page: Any, ap
 
 
 def test_a_typed_confidence_refilters_without_running_again(page: Any, app_url: str) -> None:
-    from playwright.sync_api import expect
 
     page.goto(app_url)
     open_tab(page, "Detect")
-    _detect_the_first_example(page)
-    line = page.locator("#detect-info").inner_text()
-    conf = page.locator("#detect-conf input[type='number']")
-    conf.fill("0")
-    conf.press("Enter")
-    # Every box of the kept run comes back (tiny weights score low), without a new model run.
-    expect(page.locator("#detect-table")).to_contain_text(re.compile(r"[a-z]+\s+0\.\d+\s+\d+(\.\d)?\s"))
-    inference = [p for p in line.split(" · ") if p.startswith("inference")]
-    assert inference and inference[0] in page.locator("#detect-info").inner_text(), "the same run, re-filtered"
+    detect_first_example(page)
+    refilter_to_zero_confidence(page)
 
 
 def test_a_drawn_region_is_shown_on_the_image(page: Any, app_url: str) -> None:
@@ -130,18 +122,8 @@ def test_a_segment_click_does_not_wait_behind_an_ask_stream(page: Any, app_url: 
     page.locator("#segment-summary").get_by_text("1 point(s)").wait_for()
 
     open_tab(page, "Ask")
-    pick_example(page, "ask-examples")
-    page.locator("#ask-image img").first.wait_for()
-    page.locator("#ask-model input").click()
-    page.get_by_role("option", name="Qwen2.5-VL 3B Instruct").click()
-    page.get_by_text("Generation and structured output").click()
-    tokens = page.locator("#ask-max-tokens input[type='number']")  # greedy tiny models: 1024 tokens, seconds
-    tokens.fill("1024")
-    tokens.press("Tab")
-    page.locator("#ask-question textarea").fill("Describe everything you see.")
-    page.locator("#ask-send").click()
-    timing = "() => document.querySelector('#ask-timing')?.innerText || ''"
-    page.wait_for_function(f"() => ({timing})().includes('streaming')")
+    ask_for_a_long_answer(page)
+    timing = ASK_TIMING
 
     open_tab(page, "Segment")
     box = canvas.bounding_box()  # the page may have scrolled on the Ask tab

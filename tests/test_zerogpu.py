@@ -19,7 +19,14 @@ import pytest
 import app
 from model_loaders.core.gpu_time import MAX_SECONDS, MIN_SECONDS, GpuJob, gpu_seconds
 from tabs._gpu import GPU_ATTR, on_gpu
-from tests.browsing import open_tab, pick_example
+from tests.browsing import (
+    ASK_TIMING,
+    ask_for_a_long_answer,
+    detect_first_example,
+    open_tab,
+    pick_example,
+    refilter_to_zero_confidence,
+)
 from tests.conftest import free_port
 
 IMAGE = app.ASSETS / "cat.jpg"
@@ -196,22 +203,16 @@ def test_segment_and_ask_flows_across_the_boundary(browser: Any, boundary_url: s
         page.locator("#segment-summary").get_by_text("1 point(s)").wait_for()
 
         open_tab(page, "Ask")
-        pick_example(page, "ask-examples")
-        page.locator("#ask-image img").first.wait_for()
-        page.locator("#ask-model input").click()
-        page.get_by_role("option", name="Qwen2.5-VL 3B Instruct").click()
-        page.get_by_text("Generation and structured output").click()
-        tokens = page.locator("#ask-max-tokens input[type='number']")
-        tokens.fill("1024")
-        tokens.press("Tab")
-        line = "() => document.querySelector('#ask-timing')?.innerText || ''"
-        outcomes = []
-        for _ in range(3):  # a tiny model may finish 1,024 tokens before the click lands: ask again
-            page.get_by_role("button", name="Clear chat").click()
-            page.wait_for_function(f"() => !({line})().includes('tokens/s')")
-            page.locator("#ask-question textarea").fill("Describe everything you see.")
-            page.locator("#ask-send").click()
-            page.wait_for_function(f"() => ({line})().includes('streaming')")
+        ask_for_a_long_answer(page)
+        line = ASK_TIMING
+        outcomes: list[str] = []
+        for attempt in range(3):  # a tiny model may finish 1,024 tokens before the click lands: ask again
+            if attempt:
+                page.get_by_role("button", name="Clear chat").click()
+                page.wait_for_function(f"() => !({line})().includes('tokens/s')")
+                page.locator("#ask-question textarea").fill("Describe everything you see.")
+                page.locator("#ask-send").click()
+                page.wait_for_function(f"() => ({line})().includes('streaming')")
             page.locator("#ask-stop").click()
             page.wait_for_function(f"() => ({line})().includes('tokens/s')", timeout=60_000)
             outcomes.append(page.evaluate(line))
@@ -237,10 +238,6 @@ def test_a_model_loaded_inside_the_gpu_call_says_so(ctx: Any) -> None:
 def test_depth_and_detect_state_comes_back_from_the_gpu_call(browser: Any, boundary_url: str) -> None:
     """The run's kept state (the float depth map, the raw boxes) returns from the child: a colormap
     change and a typed confidence re-render it in the server without running the model again."""
-    import re
-
-    from playwright.sync_api import expect
-
     from tests.browsing import error_badges
 
     page = browser.new_page()
@@ -260,17 +257,8 @@ def test_depth_and_detect_state_comes_back_from_the_gpu_call(browser: Any, bound
         assert not error_badges(page)
 
         open_tab(page, "Detect")
-        pick_example(page, "detect-examples")
-        page.locator("#detect-image img").first.wait_for()
-        page.locator("#detect-run").click()
-        page.locator("#detect-info").get_by_text("inference").wait_for()
-        line = page.locator("#detect-info").inner_text()
-        conf = page.locator("#detect-conf input[type='number']")
-        conf.fill("0")
-        conf.press("Enter")
-        expect(page.locator("#detect-table")).to_contain_text(re.compile(r"[a-z]+\s+0\.\d+\s+\d+(\.\d)?\s"))
-        inference = [p for p in line.split(" · ") if p.startswith("inference")]
-        assert inference and inference[0] in page.locator("#detect-info").inner_text(), "the same run, re-filtered"
+        detect_first_example(page)
+        refilter_to_zero_confidence(page)
         assert not error_badges(page)
     finally:
         page.close()
