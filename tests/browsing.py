@@ -80,3 +80,14 @@ def ask_for_a_long_answer(page: Any) -> None:
     page.locator("#ask-question textarea").fill("Describe everything you see.")
     page.locator("#ask-send").click()
     page.wait_for_function(f"() => ({ASK_TIMING})().includes('streaming')")
+
+
+def segment_click(page: Any, fx: float, fy: float, points: int) -> dict[str, float]:
+    """Click the Segment canvas at (fx, fy) of its size and wait until it shows ``points`` points;
+    returns the canvas box."""
+    canvas = page.locator("#segment-canvas img")
+    canvas.wait_for()
+    box = canvas.bounding_box()
+    page.mouse.click(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy)
+    page.locator("#segment-summary").get_by_text(f"{points} point(s)").wait_for()
+    return box

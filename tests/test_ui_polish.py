@@ -21,6 +21,7 @@ from tests.browsing import (
     open_tab,
     pick_example,
     refilter_to_zero_confidence,
+    segment_click,
     validation_message,
 )
 
@@ -115,11 +116,8 @@ def test_a_segment_click_does_not_wait_behind_an_ask_stream(page: Any, app_url: 
     page.goto(app_url)
     open_tab(page, "Segment")
     pick_example(page, "segment-examples")
+    segment_click(page, 0.4, 0.4, points=1)  # encodes the image
     canvas = page.locator("#segment-canvas img")
-    canvas.wait_for()
-    box = canvas.bounding_box()
-    page.mouse.click(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.4)  # encodes the image
-    page.locator("#segment-summary").get_by_text("1 point(s)").wait_for()
 
     open_tab(page, "Ask")
     ask_for_a_long_answer(page)

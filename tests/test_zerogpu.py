@@ -26,6 +26,7 @@ from tests.browsing import (
     open_tab,
     pick_example,
     refilter_to_zero_confidence,
+    segment_click,
 )
 from tests.conftest import free_port
 
@@ -179,48 +180,50 @@ def _comparable(value: Any) -> Any:
     return value
 
 
-@pytest.mark.browser
-def test_segment_and_ask_flows_across_the_boundary(browser: Any, boundary_url: str) -> None:
-    """Click, click, undo (the embedding comes back in the session: no re-encode), then an Ask
-    stream stopped by the user (the stop request reaches the child)."""
+@pytest.fixture()
+def boundary_page(browser: Any, boundary_url: str) -> Any:
+    """A fresh page of the fork-boundary app."""
     page = browser.new_page()
     page.set_default_timeout(90_000)
+    page.goto(boundary_url)
     try:
-        page.goto(boundary_url)
-        open_tab(page, "Segment")
-        pick_example(page, "segment-examples")
-        canvas = page.locator("#segment-canvas img")
-        canvas.wait_for()
-        box = canvas.bounding_box()
-        page.mouse.click(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.4)
-        page.locator("#segment-summary").get_by_text("1 point(s)").wait_for()
-        assert "encode" in page.locator("#segment-timing").inner_text()
-        page.mouse.click(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.6)
-        page.locator("#segment-summary").get_by_text("2 point(s)").wait_for()
-        timing = page.locator("#segment-timing").inner_text()
-        assert "encode: cached" in timing, f"the second click re-encoded across the boundary: {timing!r}"
-        page.get_by_role("button", name="↶ Undo").click()
-        page.locator("#segment-summary").get_by_text("1 point(s)").wait_for()
-
-        open_tab(page, "Ask")
-        ask_for_a_long_answer(page)
-        line = ASK_TIMING
-        outcomes: list[str] = []
-        for attempt in range(3):  # a tiny model may finish 1,024 tokens before the click lands: ask again
-            if attempt:
-                page.get_by_role("button", name="Clear chat").click()
-                page.wait_for_function(f"() => !({line})().includes('tokens/s')")
-                page.locator("#ask-question textarea").fill("Describe everything you see.")
-                page.locator("#ask-send").click()
-                page.wait_for_function(f"() => ({line})().includes('streaming')")
-            page.locator("#ask-stop").click()
-            page.wait_for_function(f"() => ({line})().includes('tokens/s')", timeout=60_000)
-            outcomes.append(page.evaluate(line))
-            if "stopped by you" in outcomes[-1]:
-                break
-        assert "stopped by you" in outcomes[-1], f"Stop never reached the stream in its child: {outcomes}"
+        yield page
     finally:
         page.close()
+
+
+@pytest.mark.browser
+def test_segment_and_ask_flows_across_the_boundary(boundary_page: Any) -> None:
+    """Click, click, undo (the embedding comes back in the session: no re-encode), then an Ask
+    stream stopped by the user (the stop request reaches the child)."""
+    page = boundary_page
+    open_tab(page, "Segment")
+    pick_example(page, "segment-examples")
+    segment_click(page, 0.4, 0.4, points=1)
+    assert "encode" in page.locator("#segment-timing").inner_text()
+    segment_click(page, 0.6, 0.6, points=2)
+    timing = page.locator("#segment-timing").inner_text()
+    assert "encode: cached" in timing, f"the second click re-encoded across the boundary: {timing!r}"
+    page.get_by_role("button", name="↶ Undo").click()
+    page.locator("#segment-summary").get_by_text("1 point(s)").wait_for()
+
+    open_tab(page, "Ask")
+    ask_for_a_long_answer(page)
+    line = ASK_TIMING
+    outcomes: list[str] = []
+    for attempt in range(3):  # a tiny model may finish 1,024 tokens before the click lands: ask again
+        if attempt:
+            page.get_by_role("button", name="Clear chat").click()
+            page.wait_for_function(f"() => !({line})().includes('tokens/s')")
+            page.locator("#ask-question textarea").fill("Describe everything you see.")
+            page.locator("#ask-send").click()
+            page.wait_for_function(f"() => ({line})().includes('streaming')")
+        page.locator("#ask-stop").click()
+        page.wait_for_function(f"() => ({line})().includes('tokens/s')", timeout=60_000)
+        outcomes.append(page.evaluate(line))
+        if "stopped by you" in outcomes[-1]:
+            break
+    assert "stopped by you" in outcomes[-1], f"Stop never reached the stream in its child: {outcomes}"
 
 
 def test_a_model_loaded_inside_the_gpu_call_says_so(ctx: Any) -> None:
@@ -235,30 +238,25 @@ def test_a_model_loaded_inside_the_gpu_call_says_so(ctx: Any) -> None:
 
 
 @pytest.mark.browser
-def test_depth_and_detect_state_comes_back_from_the_gpu_call(browser: Any, boundary_url: str) -> None:
+def test_depth_and_detect_state_comes_back_from_the_gpu_call(boundary_page: Any) -> None:
     """The run's kept state (the float depth map, the raw boxes) returns from the child: a colormap
     change and a typed confidence re-render it in the server without running the model again."""
     from tests.browsing import error_badges
 
-    page = browser.new_page()
-    page.set_default_timeout(90_000)
-    try:
-        page.goto(boundary_url)
-        open_tab(page, "Depth")
-        pick_example(page, "depth-examples")
-        page.locator("#depth-input img").first.wait_for()
-        page.locator("#depth-run").click()
-        page.locator("#depth-timing").get_by_text("inference").wait_for()
-        page.locator("#depth-slider img").first.wait_for()
-        before = page.locator("#depth-slider img").last.get_attribute("src")
-        page.locator("#depth-invert input").check()
-        page.wait_for_function("(src) => [...document.querySelectorAll('#depth-slider img')].pop()?.src !== src",
-                               arg=before)  # fmt: skip
-        assert not error_badges(page)
+    page = boundary_page
+    open_tab(page, "Depth")
+    pick_example(page, "depth-examples")
+    page.locator("#depth-input img").first.wait_for()
+    page.locator("#depth-run").click()
+    page.locator("#depth-timing").get_by_text("inference").wait_for()
+    page.locator("#depth-slider img").first.wait_for()
+    before = page.locator("#depth-slider img").last.get_attribute("src")
+    page.locator("#depth-invert input").check()
+    page.wait_for_function("(src) => [...document.querySelectorAll('#depth-slider img')].pop()?.src !== src",
+                           arg=before)  # fmt: skip
+    assert not error_badges(page)
 
-        open_tab(page, "Detect")
-        detect_first_example(page)
-        refilter_to_zero_confidence(page)
-        assert not error_badges(page)
-    finally:
-        page.close()
+    open_tab(page, "Detect")
+    detect_first_example(page)
+    refilter_to_zero_confidence(page)
+    assert not error_badges(page)
