@@ -12,5 +12,6 @@ TABS: tuple[str, ...] = (
     "tabs.ask",
     "tabs.compare",
     "tabs.workflow",
+    "tabs.track",
     "tabs.models",
 )

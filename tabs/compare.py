@@ -15,7 +15,7 @@ import numpy as np
 
 from model_loaders.core.context import AppContext
 from model_loaders.core.registry import DEFAULTS
-from model_loaders.core.specs import TASKS
+from model_loaders.core.specs import IMAGE_TASKS as TASKS
 from model_loaders.tasks import compare as tc
 from model_loaders.tasks.base import models_for
 from model_loaders.tasks.compare import METRIC_NAMES, Comparison, ModelRun

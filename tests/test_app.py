@@ -183,7 +183,7 @@ def test_every_documented_example_is_a_valid_call(client, app_url):
         args = []
         for param in endpoint["parameters"]:
             value = param.get("example_input")
-            if isinstance(value, dict) and "path" in value:  # the example image: send ours
-                value = handle_file(str(app.ASSETS / "cat.jpg"))
+            if isinstance(value, dict) and "path" in value:  # the example image or clip: send ours
+                value = handle_file(str(app.ASSETS / ("coffee-pan.mp4" if param["component"] == "Video" else "cat.jpg")))
             args.append(value)
         client.predict(*args, api_name=name)  # raises on an error

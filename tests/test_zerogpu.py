@@ -143,7 +143,7 @@ def _example_args(url: str) -> dict[str, list[Any]]:
         for param in endpoint["parameters"]:
             value = param.get("example_input")
             if isinstance(value, dict) and "path" in value:
-                value = handle_file(str(IMAGE))
+                value = handle_file(str(app.ASSETS / "coffee-pan.mp4" if param["component"] == "Video" else IMAGE))
             args.append(value)
         calls[name] = args
     return calls

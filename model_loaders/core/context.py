@@ -30,6 +30,7 @@ class CacheKey:
     device: str
     dtype: str
     weights: WeightsMode
+    part: str = ""  # "" for the model a family's ``load`` builds; e.g. "video" for ``load_video``
 
     def __str__(self) -> str:
         return self.key
@@ -112,7 +113,8 @@ class AppContext:
 
         def load(ck: CacheKey) -> Any:
             spec = get_spec(ck.key)
-            return family_module(spec).load(spec, settings)
+            module = family_module(spec)
+            return (getattr(module, f"load_{ck.part}") if ck.part else module.load)(spec, settings)
 
         def need(ck: CacheKey) -> Need | None:
             return memory_need(get_spec(ck.key), settings)
@@ -150,10 +152,10 @@ class AppContext:
                     return spec
         return get_spec(key)
 
-    def cache_key(self, spec: ModelSpec) -> CacheKey:
-        """The cache key of ``spec`` under this context's settings."""
+    def cache_key(self, spec: ModelSpec, part: str = "") -> CacheKey:
+        """The cache key of ``spec`` (or one ``part`` of it) under this context's settings."""
         s = self.settings
-        return CacheKey(spec.key, spec.revision, s.device, s.dtype_name(spec), s.weights)
+        return CacheKey(spec.key, spec.revision, s.device, s.dtype_name(spec), s.weights, part)
 
     def memory_need(self, spec: ModelSpec) -> Need | None:
         """What ``spec`` takes in memory here (``None`` when it cannot be estimated)."""
@@ -176,13 +178,14 @@ class AppContext:
         return avail
 
     @contextlib.contextmanager
-    def use(self, key: str, timings: Timings | None = None) -> Iterator[Any]:
+    def use(self, key: str, timings: Timings | None = None, part: str = "") -> Iterator[Any]:
         """Pin model ``key`` for one request (loading it once if needed).
 
         Args:
             key: registry key.
             timings: if given, gets the model, device and weights mode, and ``load_ms`` for
                 the time spent getting the model (about 0 when it was already loaded).
+            part: which of the model's parts (a family's ``load_<part>``; "" for ``load``).
 
         Raises:
             ModelUnavailable: unknown key, not runnable here, or failed to load.
@@ -192,7 +195,7 @@ class AppContext:
         if not avail.ok:
             raise ModelUnavailable(spec.key, avail.kind, avail.reason)  # type: ignore[arg-type]
         start = time.perf_counter()
-        with self.cache.use(self.cache_key(spec)) as model:
+        with self.cache.use(self.cache_key(spec, part)) as model:
             if timings is not None:
                 timings.model = spec.key
                 timings.device = self.settings.device

@@ -135,4 +135,21 @@ class Asker(Protocol):
         ...
 
 
-TASK_PROTOCOLS: dict[str, type] = {"segment": Segmenter, "depth": DepthEstimator, "detect": Detector, "ask": Asker}
+@runtime_checkable
+class Tracker(Protocol):
+    """Objects followed through a video, one frame at a time (frames in working pixels).
+
+    ``new_session`` starts a clip; ``prompt`` sets each object's clicks/box on one frame and
+    returns every object's (mask, score) there; ``step`` tracks into the next frame (``reverse``
+    when going backwards). A session's memory stays bounded however long the clip.
+    """
+
+    def new_session(self, size: tuple[int, int]) -> Any: ...
+
+    def prompt(self, session: Any, frame: np.ndarray, frame_idx: int, prompts: dict[int, Any]) -> dict[int, Any]: ...
+
+    def step(self, session: Any, frame: np.ndarray, frame_idx: int, reverse: bool = False) -> dict[int, Any]: ...
+
+
+TASK_PROTOCOLS: dict[str, type] = {"segment": Segmenter, "depth": DepthEstimator, "detect": Detector, "ask": Asker,
+                                   "track": Tracker}  # fmt: skip

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-Task = Literal["segment", "depth", "detect", "ask"]
+Task = Literal["segment", "depth", "detect", "ask", "track"]
 Commercial = Literal["yes", "no", "conditions"]
 WeightsMode = Literal["hub", "random", "tiny"]
 # What a user can prompt a model with: clicks, a box, class names to find, a free question, a
@@ -24,9 +24,12 @@ DepthKind = Literal["relative_inverse", "metric"]
 
 PROMPT_KINDS: tuple[PromptKind, ...] = ("points", "box", "classes", "question", "task", "region")
 # What each task gives back (the typed results of DESIGN.md).
-OUTPUT_OF_TASK: dict[str, str] = {"segment": "masks", "depth": "depth map", "detect": "boxes", "ask": "text"}
+OUTPUT_OF_TASK: dict[str, str] = {"segment": "masks", "depth": "depth map", "detect": "boxes", "ask": "text",
+                                  "track": "masks per video frame"}  # fmt: skip
 
-TASKS: tuple[Task, ...] = ("segment", "depth", "detect", "ask")
+TASKS: tuple[Task, ...] = ("segment", "depth", "detect", "ask", "track")
+# The tasks Compare runs side by side on one image.
+IMAGE_TASKS: tuple[Task, ...] = ("segment", "depth", "detect", "ask")
 WEIGHTS_MODES: tuple[WeightsMode, ...] = ("hub", "random", "tiny")
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 _SHA = re.compile(r"^[0-9a-f]{40}$")

@@ -96,7 +96,7 @@ class UploadGate:
 
         Args:
             source: a Gradio FileData dict, an object with ``.path``, or a path.
-            max_bytes: a smaller cap than the gate's, if the caller has one.
+            max_bytes: this kind of file's own cap (videos take more than images), else the gate's.
 
         Returns:
             (content, file name).
@@ -106,7 +106,7 @@ class UploadGate:
                 folder, a FIFO or a device; "too large" for a file over the cap.
         """
         path = path_of(source)
-        cap = min(self.max_bytes, max_bytes) if max_bytes else self.max_bytes
+        cap = max_bytes or self.max_bytes
         if not self.allows(path):
             log.warning("refused a file outside the upload folders: %r", path[:200])
             raise UploadRefused(UPLOAD_AGAIN)

@@ -85,6 +85,9 @@ def tiny_config(video: bool = False) -> Any:
     )
 
     size = TINY_IMAGE_SIZE
+    # The video model's memory attention reads 64-channel memories (fixed in transformers) and
+    # splits object pointers into 64-wide pieces: its decoder must be wider than 64 (a multiple).
+    width = 128 if video else 32
     backbone = Sam2HieraDetConfig(
         hidden_size=8,
         num_attention_heads=1,
@@ -101,11 +104,11 @@ def tiny_config(video: bool = False) -> Any:
         backbone_config=backbone,
         backbone_channel_list=[64, 32, 16, 8],
         backbone_feature_sizes=[[s, s], [s // 2, s // 2], [s // 4, s // 4]],
-        fpn_hidden_size=32,
+        fpn_hidden_size=width,
     )
-    prompt = Sam2PromptEncoderConfig(hidden_size=32, image_size=size, patch_size=16, mask_input_channels=4)
+    prompt = Sam2PromptEncoderConfig(hidden_size=width, image_size=size, patch_size=16, mask_input_channels=4)
     decoder = Sam2MaskDecoderConfig(
-        hidden_size=32, mlp_dim=64, num_hidden_layers=1, num_attention_heads=2, iou_head_hidden_dim=32
+        hidden_size=width, mlp_dim=64, num_hidden_layers=1, num_attention_heads=2, iou_head_hidden_dim=32
     )
     parts = {"vision_config": vision, "prompt_encoder_config": prompt, "mask_decoder_config": decoder}
     if not video:
@@ -113,14 +116,14 @@ def tiny_config(video: bool = False) -> Any:
     return Sam2VideoConfig(
         **parts,
         image_size=size,
-        memory_attention_hidden_size=32,
+        memory_attention_hidden_size=width,
         memory_attention_num_layers=1,
         memory_attention_feed_forward_hidden_size=64,
         memory_attention_rope_feat_sizes=[s // 4, s // 4],
-        memory_encoder_hidden_size=32,
-        memory_encoder_output_channels=16,
-        mask_downsampler_embed_dim=32,
-        memory_fuser_embed_dim=32,
+        memory_encoder_hidden_size=width,
+        memory_encoder_output_channels=64,
+        mask_downsampler_embed_dim=width,
+        memory_fuser_embed_dim=width,
         memory_fuser_intermediate_dim=64,
         memory_fuser_num_layers=1,
     )
@@ -241,3 +244,129 @@ def load(spec: ModelSpec, settings: LoadSettings) -> Sam2Bundle:
         model = Sam2Model(config).to(dtype)
     model = model.to(settings.device).eval()
     return Sam2Bundle(model=model, processor=processor, key=spec.key, device=settings.device)
+
+
+# --- video: Sam2VideoModel, frame by frame, with bounded memory ---------------------------------
+
+# Memory attention reads the last ``num_maskmem`` (7) frames' memories and up to
+# ``max_object_pointers_in_encoder`` (16) frames' object pointers, plus every prompted frame.
+# Older per-frame outputs are pruned, so memory does not grow with the clip (the results of
+# pruned and unpruned tracking are identical: tested).
+MEMORY_WINDOW = 16
+
+
+@dataclass
+class Sam2VideoBundle:
+    """A loaded SAM 2.1 video model; implements ``Tracker``.
+
+    A session (``new_session``) holds the model's per-object memory for one clip; frames are
+    fed one at a time (``step``) and dropped after use, outputs outside the memory window pruned.
+    """
+
+    model: Any
+    processor: Any
+    key: str
+    device: str
+
+    def new_session(self, size: tuple[int, int]) -> Any:
+        """An empty tracking session for frames of ``size`` = (height, width)."""
+        session = self.processor.init_video_session(
+            inference_device=self.device, inference_state_device="cpu", processing_device="cpu",
+            video_storage_device="cpu", max_vision_features_cache_size=1, dtype=self.model.dtype,
+        )  # fmt: skip
+        session.video_height, session.video_width = int(size[0]), int(size[1])
+        return session
+
+    def _frame(self, session: Any, frame: np.ndarray, frame_idx: int) -> None:
+        if not frame.flags.writeable:
+            frame = frame.copy()
+        pixel_values = self.processor(images=frame, device="cpu", return_tensors="pt").pixel_values[0]
+        session.add_new_frame(pixel_values, frame_idx)
+
+    def _results(self, session: Any, out: Any) -> dict[int, tuple[np.ndarray, float]]:
+        import torch
+
+        masks = self.processor.post_process_masks(
+            [out.pred_masks], original_sizes=[[session.video_height, session.video_width]], binarize=True
+        )[0]
+        scores = torch.sigmoid(out.object_score_logits.float().reshape(-1)).cpu().numpy()
+        ids = list(out.object_ids) if out.object_ids is not None else list(session.obj_ids)
+        return {int(i): (masks[n, 0].cpu().numpy().astype(bool), float(scores[n])) for n, i in enumerate(ids)}
+
+    def prompt(self, session: Any, frame: np.ndarray, frame_idx: int,
+               prompts: dict[int, tuple[list[tuple[float, float]], list[int], tuple[float, float, float, float] | None]]
+               ) -> dict[int, tuple[np.ndarray, float]]:  # fmt: skip
+        """Set the prompts of each object on ``frame_idx`` (all of them: earlier ones on that frame
+        are replaced) and return every object's mask and score on that frame."""
+        import torch
+
+        self._frame(session, frame, frame_idx)
+        size = (session.video_height, session.video_width)
+        out = None
+        # One object at a time, a pass after each: a fresh session given two new objects on one
+        # frame in a single pass fails in transformers ("maskmem_features ... cannot be empty").
+        for obj_id, (points, labels, box) in prompts.items():
+            kwargs: dict[str, Any] = {}
+            if box is not None:
+                kwargs["input_boxes"] = [[[float(v) for v in box]]]
+            if points:
+                kwargs["input_points"] = [[[[float(x), float(y)] for x, y in points]]]
+                kwargs["input_labels"] = [[[int(v) for v in labels]]]
+            self.processor.add_inputs_to_inference_session(
+                inference_session=session, frame_idx=frame_idx, obj_ids=int(obj_id), original_size=size, **kwargs
+            )
+            with torch.inference_mode():
+                out = self.model(inference_session=session, frame_idx=frame_idx)
+        session.processed_frames.pop(frame_idx, None)
+        return self._results(session, out) if out is not None else {}
+
+    def step(self, session: Any, frame: np.ndarray, frame_idx: int, reverse: bool = False) -> dict[int, tuple[np.ndarray, float]]:
+        """Track every object into ``frame_idx`` from the session's memory; prune what is no longer needed."""
+        import torch
+
+        self._frame(session, frame, frame_idx)
+        with torch.inference_mode():
+            out = self.model(inference_session=session, frame_idx=frame_idx, reverse=reverse)
+        session.processed_frames.pop(frame_idx, None)
+        for outputs in session.output_dict_per_obj.values():
+            stale = [f for f in outputs["non_cond_frame_outputs"] if abs(f - frame_idx) > MEMORY_WINDOW]
+            for f in stale:
+                del outputs["non_cond_frame_outputs"][f]
+        return self._results(session, out)
+
+    @staticmethod
+    def held(session: Any) -> int:
+        """Per-frame outputs the session holds (bounded by the memory window and the prompted frames)."""
+        frames = len(session.processed_frames or {})
+        return frames + sum(len(o["non_cond_frame_outputs"]) + len(o["cond_frame_outputs"])
+                            for o in session.output_dict_per_obj.values())  # fmt: skip
+
+
+def video_processor_for(image_size: int) -> Any:
+    """The ``Sam2VideoProcessor`` the checkpoints ship, for a square input of ``image_size``."""
+    from transformers import Sam2VideoProcessor
+    from transformers.models.sam2_video import Sam2VideoVideoProcessor
+
+    image = processor_for(image_size).image_processor
+    video = Sam2VideoVideoProcessor(size={"height": image_size, "width": image_size})
+    return Sam2VideoProcessor(image_processor=image, video_processor=video, target_size=image_size)
+
+
+def load_video(spec: ModelSpec, settings: LoadSettings) -> Sam2VideoBundle:
+    """The video model of ``spec`` (the checkpoint's full ``Sam2VideoModel``), like `load`."""
+    import torch
+    from transformers import Sam2VideoModel, Sam2VideoProcessor
+
+    dtype = getattr(torch, settings.dtype_name(spec))
+    if settings.weights == "hub":
+        with hub_errors(spec):
+            model = Sam2VideoModel.from_pretrained(spec.checkpoint, **pretrained_kwargs(spec), dtype=dtype)
+            processor = Sam2VideoProcessor.from_pretrained(spec.checkpoint, **pretrained_kwargs(spec))
+    else:
+        config, _ = offline_parts(spec, tiny=settings.weights == "tiny", video=True)
+        torch.manual_seed(0)
+        model = Sam2VideoModel(config).to(dtype)
+        size = config.prompt_encoder_config.image_size
+        processor = video_processor_for(int(size if isinstance(size, int) else size[0]))
+    model = model.to(settings.device).eval()
+    return Sam2VideoBundle(model=model, processor=processor, key=spec.key, device=settings.device)

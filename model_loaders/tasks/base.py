@@ -30,7 +30,10 @@ from model_loaders.core.results import Timings
 from model_loaders.core.specs import ModelSpec, Task
 
 NO_IMAGE = "Upload an image or pick an example first."
-DOING = {"ask": "answer questions", "detect": "detect objects", "segment": "segment", "depth": "estimate depth"}
+DOING = {"ask": "answer questions", "detect": "detect objects", "segment": "segment", "depth": "estimate depth",
+         "track": "track objects in a video"}  # fmt: skip
+# The part of a model a task loads (SAM 2.1: the image model, or the video model with its memory).
+PART_OF_TASK = {"track": "video"}
 
 
 class Backend(Protocol):
@@ -57,8 +60,8 @@ class LocalBackend:
         return True
 
     def model(self, ctx: Any, spec: ModelSpec, task: Task, timings: Timings) -> contextlib.AbstractContextManager[Any]:
-        """Pin ``spec``'s model in ``ctx``'s cache."""
-        return ctx.use(spec.key, timings)
+        """Pin ``spec``'s model (the part ``task`` needs) in ``ctx``'s cache."""
+        return ctx.use(spec.key, timings, part=PART_OF_TASK.get(task, ""))
 
 
 LOCAL = LocalBackend()

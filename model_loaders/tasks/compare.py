@@ -19,7 +19,8 @@ import numpy as np
 from model_loaders.core.errors import InputError, ModelUnavailable
 from model_loaders.core.images import DecodedImage
 from model_loaders.core.results import Timings
-from model_loaders.core.specs import TASKS, ModelSpec
+from model_loaders.core.specs import IMAGE_TASKS as TASKS
+from model_loaders.core.specs import ModelSpec
 from model_loaders.core.validate import clean_text, finite_number
 from model_loaders.tasks import agreement
 from model_loaders.tasks import ask as ask_task
