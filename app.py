@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from model_loaders.core.uploads import MAX_UPLOAD_MB
+from model_loaders.core.video import MAX_VIDEO_MB
 
 try:  # ZeroGPU needs `spaces` imported before anything initialises CUDA; absent elsewhere.
     import spaces  # type: ignore[import-not-found]  # noqa: F401
@@ -261,7 +262,8 @@ def launch_options(
         "server_port": port,
         "share": False,
         "show_error": False,  # only gr.Error texts reach users; tracebacks stay in the log
-        "max_file_size": f"{MAX_UPLOAD_MB}mb",
+        # The upload route takes a video; an image over MAX_UPLOAD_MB is refused when it is used.
+        "max_file_size": f"{max(MAX_UPLOAD_MB, MAX_VIDEO_MB)}mb",
         "allowed_paths": [str(ASSETS)],
         "blocked_paths": [str(ROOT / ".env")],
         "enable_monitoring": False,

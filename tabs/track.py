@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 TITLE = "Track"
 INCLUDE, EXCLUDE = "Include (+)", "Exclude (−)"
+POINT_MODE, BOX_MODE = "Point", "Box (2 clicks)"
 EXAMPLE_VIDEO = ASSETS / "coffee-pan.mp4"
 STATE_TTL_S = 1800
 PREVIEW_EVERY_S = 0.25  # the preview follows the tracking at most 4 times a second
@@ -61,7 +62,10 @@ def frame_view(session: tt.TrackSession, frame: int) -> np.ndarray | None:
         if mask is not None and mask.any():
             shown = draw.masks(shown, [mask], obj - 1)
     clicks = [p for p in session.prompts if p.frame == f and p.point is not None]
-    return draw.prompts(shown, [p.point for p in clicks], [1 if p.include else 0 for p in clicks])  # type: ignore[misc]
+    boxes = [p.box for p in session.prompts if p.frame == f and p.box is not None]
+    corner = session.corner[1:] if session.corner is not None and session.corner[0] == f else None
+    return draw.prompts(shown, [p.point for p in clicks], [1 if p.include else 0 for p in clicks],  # type: ignore[misc]
+                        boxes[-1] if boxes else None, corner)  # fmt: skip
 
 
 def status_line(ctx: AppContext, session: tt.TrackSession, frame: int) -> str:
@@ -123,7 +127,8 @@ def build(ctx: AppContext) -> None:
                 obj = gr.Radio(["Object 1"], value="Object 1", label="Object", elem_id="track-object")
                 new_btn = gr.Button("New object", size="sm", scale=0)
             with gr.Row():
-                polarity = gr.Radio([INCLUDE, EXCLUDE], value=INCLUDE, label="Click adds", elem_id="track-polarity")
+                mode = gr.Radio([POINT_MODE, BOX_MODE], value=POINT_MODE, label="Click adds", elem_id="track-mode")
+                polarity = gr.Radio([INCLUDE, EXCLUDE], value=INCLUDE, label="Point type", elem_id="track-polarity")
                 undo_btn = gr.Button("↶ Undo", size="sm", scale=0)
             direction = gr.Radio(list(tt.DIRECTIONS), value="both", label="Track", elem_id="track-direction")
             with gr.Row():
@@ -160,16 +165,24 @@ def build(ctx: AppContext) -> None:
         return s, frame_view(s, f), status_line(ctx, s, f)
 
     @user_errors
-    def on_click(s: tt.TrackSession, f: Any, pol: str, key: str, evt: gr.SelectData) -> tuple[Any, ...]:
+    def on_click(s: tt.TrackSession, f: Any, how: str, pol: str, key: str, evt: gr.SelectData) -> tuple[Any, ...]:
         if s.video is None:
             raise InputError(tt.NO_VIDEO)
         idx = evt.index if isinstance(evt.index, (list, tuple)) and len(evt.index) == 2 else None
         if idx is None:
             raise InputError("Click on the frame.")
         f = tt.frame_index(s, f)
+        x, y = float(idx[0]), float(idx[1])
+        if how == BOX_MODE and (s.corner is None or s.corner[0] != f):
+            s.corner = (f, x, y)  # the first corner: wait for the opposite one
+            return s, frame_view(s, f), status_line(ctx, s, f) + " · box: click the opposite corner"
         timings = Timings()
-        s = tt.add_prompt(ctx, s, key, f, point=(float(idx[0]), float(idx[1])), include=pol != EXCLUDE,
-                          timings=timings)  # fmt: skip
+        if how == BOX_MODE:
+            _, cx, cy = s.corner  # type: ignore[misc]
+            s.corner = None
+            s = tt.add_prompt(ctx, s, key, f, box=(cx, cy, x, y), timings=timings)
+        else:
+            s = tt.add_prompt(ctx, s, key, f, point=(x, y), include=pol != EXCLUDE, timings=timings)
         line = status_line(ctx, s, f) + "\n\n" + timing_line(ctx, timings, stages=False)
         return s, frame_view(s, f), line
 
@@ -221,7 +234,7 @@ def build(ctx: AppContext) -> None:
     frame.release(on_frame, [session, frame], view, api_visibility="private", **light_event(status))
     frame.input(on_frame, [session, frame], view, api_visibility="private",
                 **light_event(status, trigger_mode="always_last"))  # fmt: skip
-    canvas.select(on_gpu(ctx, on_click, model_at(3)), [session, frame, polarity, model], view,
+    canvas.select(on_gpu(ctx, on_click, model_at(4)), [session, frame, mode, polarity, model], view,
                   api_visibility="private", **quick)  # fmt: skip
     undo_btn.click(on_gpu(ctx, on_undo, model_at(2)), [session, frame, model], view, api_visibility="private", **quick)
     new_btn.click(on_new, [session], [session, obj], api_visibility="private", **light_event(status))

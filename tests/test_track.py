@@ -271,3 +271,38 @@ def test_the_track_tab_in_a_browser(page: Any, app_url: str, artifacts: Path) ->
     page.locator("#track-files").get_by_text("masks-coco", exact=False).first.wait_for()
     assert error_badges(page) == []
     page.screenshot(path=str(artifacts / "track-tab.png"), full_page=True)
+
+
+def test_the_upload_route_takes_a_video_but_an_image_over_20_mb_is_still_refused(app_url: str) -> None:
+    import os
+
+    from tests import rawqueue
+    from tests.test_app import _multipart, fetch
+
+    body, ctype = _multipart("big.png", os.urandom(21 * 1000 * 1000))
+    status, text, _ = fetch(f"{app_url}/gradio_api/upload", "POST", body, {"Content-Type": ctype})
+    assert status == 200
+    path = json.loads(text)[0]
+    out = rawqueue.call(app_url, "depth", [{"path": path, "meta": {"_type": "gradio.FileData"}},
+                                           "depth-anything-v2-small", "gray", False, 60])  # fmt: skip
+    assert out.success is False and "too large" in out.error and "20 MB" in out.error
+
+
+def test_a_box_prompt_and_the_session_crosses_a_process_boundary(ctx: Any, clip: Path) -> None:
+    """A box on a later frame refines the object; the session pickles (ZeroGPU) as paths and RLE,
+    not pixels, and the copy goes on tracking."""
+    import pickle
+
+    s = opened(ctx, clip)
+    tt.add_prompt(ctx, s, KEY, 0, point=(45, 120))
+    tt.add_prompt(ctx, s, KEY, 10, box=square_at(10))
+    assert {0, 10} <= set(s.results) and s.prompts[-1].box == tuple(float(v) for v in square_at(10))
+    blob = pickle.dumps(s)
+    assert len(blob) < 200_000, "frames and the model's features must not travel with the session"
+    copy = pickle.loads(blob)
+    assert np.array_equal(copy.video.frames[7], s.video.frames[7])
+    list(tt.propagate(ctx, copy, KEY, "forward"))
+    assert sorted(copy.results) == list(range(30))
+    with pytest.raises(InputError, match="inside the frame"):
+        tt.add_prompt(ctx, s, KEY, 0, box=(10, 10, W + 40, 50))
+    s.close()

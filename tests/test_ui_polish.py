@@ -27,7 +27,7 @@ from tests.browsing import (
 
 pytestmark = pytest.mark.browser
 
-TABS = ("Segment", "Depth", "Detect", "Ask", "Compare", "Workflow", "Models")
+TABS = ("Segment", "Depth", "Detect", "Ask", "Compare", "Workflow", "Track", "Models")
 VIEWPORTS = {"desktop": (1440, 900), "phone": (390, 844)}
 
 
@@ -233,7 +233,7 @@ def test_every_tab_fits_the_screen_and_says_what_to_do_first(sized_page: Any, ap
     size = request.node.callspec.params["sized_page"]
     page.goto(app_url)
     hints = {"Segment": "click on the object", "Detect": "press Detect", "Ask": "press Ask",
-             "Workflow": "press Run workflow", "Depth": "click the map"}  # fmt: skip
+             "Workflow": "press Run workflow", "Depth": "click the map", "Track": "press Open video"}  # fmt: skip
     for name in TABS:
         open_tab(page, name)
         page.wait_for_timeout(400)

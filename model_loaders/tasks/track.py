@@ -74,6 +74,7 @@ class TrackSession:
     prompts: list[Prompt] = field(default_factory=list)
     results: dict[int, dict[int, tuple[dict[str, Any], float]]] = field(default_factory=dict)
     stale: bool = False  # prompts changed since the last propagation
+    corner: tuple[int, float, float] | None = None  # a box's first corner (frame, x, y), until the second
     frame_seconds: float | None = None  # measured per frame on this machine
     engine: Any = field(default=None, repr=False)  # the model's tracking session
     engine_key: tuple[str, int] | None = None  # (model, prompts) the engine reflects
@@ -81,6 +82,11 @@ class TrackSession:
 
     def __deepcopy__(self, memo: dict[int, Any]) -> TrackSession:
         return TrackSession()  # gr.State copies its initial value per browser session: start empty
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Crossing a process boundary (ZeroGPU): the model's session holds CUDA tensors and
+        # megabytes of features; it is rebuilt from the prompts on the other side.
+        return {**self.__dict__, "engine": None, "engine_key": None}
 
     def close(self) -> None:
         """Delete the decoded frames (the session ended or a new clip replaced it)."""
@@ -117,6 +123,7 @@ def open_video(ctx: Any, session: TrackSession, source: Any, start: Any = None, 
     session.close()
     session.video, session.folder, session.name = video, folder, Path(name).stem[:40] or "video"
     session.objects, session.active, session.prompts, session.results = ["Object 1"], 1, [], {}
+    session.corner = None
     session.stale, session.frame_seconds = False, None
     return session
 
