@@ -75,7 +75,7 @@ def per_frame(args: argparse.Namespace) -> tuple[float, float]:
         tab = tab[1:]  # the first step is the clicked frame (already prompted)
         # The bare call: the model on each frame, frames already preprocessed, nothing converted.
         with ctx.use(args.model, part="video") as tracker:
-            engine = tracker.new_session(s.video.size[::-1])
+            engine = tracker.new_session(s.video.size[::-1], len(s.video.frames))
             tracker.prompt(engine, s.video.frames[0], 0, {1: ([(45.0, 120.0)], [1], None)})
             pixels = [tracker.processor(images=s.video.frames[f].copy(), device="cpu", return_tensors="pt").pixel_values[0]
                       for f in range(1, len(s.video.frames))]  # fmt: skip

@@ -85,7 +85,7 @@ def _multipart(filename: str, content: bytes) -> tuple[bytes, str]:
 def test_upload_over_max_file_size_gets_413(app_url):
     from model_loaders.core.video import MAX_VIDEO_MB
 
-    body, ctype = _multipart("big.mp4", os.urandom((MAX_VIDEO_MB + 1) * 1000 * 1000))
+    body, ctype = _multipart("big.mp4", os.urandom((MAX_VIDEO_MB + 1) * 2**20))
     status, _, _ = fetch(f"{app_url}/gradio_api/upload", "POST", body, {"Content-Type": ctype})
     assert status == 413
 

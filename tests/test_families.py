@@ -59,11 +59,20 @@ def test_every_model_builds_tiny_and_runs_each_of_its_tasks(ctx: Any, spec: Any,
             result = depth.estimate(ctx, picture, spec.key)
             assert isinstance(result, DepthResult) and result.depth.shape == (96, 128)
             assert result.kind == spec.depth_kind
+        elif task == "track":  # the video model: a click on one frame, then the next frame tracked
+            with ctx.use(spec.key, part="video") as tracker:
+                session = tracker.new_session((96, 128), 2)
+                first = tracker.prompt(session, picture.array, 0, {1: ([(40.0, 30.0)], [1], None)})
+                second = tracker.step(session, picture.array, 1)
+            for found in (first, second):
+                mask, score = found[1]
+                assert mask.shape == (96, 128) and mask.dtype == bool and 0.0 <= score <= 1.0
         elif task == "detect":
             result = detect.detections(ctx, picture, spec.key, ["cat"] if spec.open_vocabulary else [])
             assert isinstance(result, sv.Detections) and result.metadata["model"] == spec.key
             assert (result.confidence is not None) == spec.scores_boxes or len(result) == 0
         else:
+            assert task == "ask", task
             request = ask.default_request(spec, "What is this?", max_new_tokens=4)
             result = ask.answer(ctx, picture, spec.key, request)
             assert isinstance(result, TextResult) and result.raw and result.timings.model == spec.key

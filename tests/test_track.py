@@ -76,6 +76,7 @@ def test_a_clicked_object_is_tracked_on_every_frame_forwards_and_backwards(ctx: 
     steps = list(tt.propagate(ctx, s, KEY, "both"))
     assert steps[-1].done == steps[-1].total == 30 and not steps[-1].stopped  # 18 forwards (from the click) + 12 back
     assert sorted(s.results) == list(range(30)), "every frame, before the click too"
+    assert all(0.0 <= score <= 1.0 for r in s.results.values() for _, score in r.values())  # never NaN
     for f in (0, 11, 29):
         mask = tt.mask_at(s, f, 1)
         assert mask is not None and mask.shape == (H, W)
@@ -305,4 +306,24 @@ def test_a_box_prompt_and_the_session_crosses_a_process_boundary(ctx: Any, clip:
     assert sorted(copy.results) == list(range(30))
     with pytest.raises(InputError, match="inside the frame"):
         tt.add_prompt(ctx, s, KEY, 0, box=(10, 10, W + 40, 50))
+    s.close()
+
+
+def test_pruned_tracking_gives_the_masks_of_unpruned_tracking(ctx: Any, upload_path: Path, monkeypatch: Any) -> None:
+    """Dropping outputs outside the memory window changes nothing SAM 2 reads: same masks and
+    scores as keeping every frame's outputs, over a clip three windows long."""
+    from model_loaders.families import sam2
+
+    s = opened(ctx, make_clip(upload_path / "window.mp4", frames=3 * MEMORY_WINDOW))
+    tt.add_prompt(ctx, s, KEY, 0, point=(45, 120))
+    list(tt.propagate(ctx, s, KEY, "forward"))
+    pruned = {f: dict(r) for f, r in s.results.items()}
+    monkeypatch.setattr(sam2, "MEMORY_WINDOW", 10**9)
+    s.engine = s.engine_key = None  # start the model's session again, now keeping everything
+    list(tt.propagate(ctx, s, KEY, "forward"))
+    assert Sam2VideoBundle.held(s.engine) > 2 * MEMORY_WINDOW  # it really kept everything
+    for f, found in pruned.items():
+        (rle_a, score_a), (rle_b, score_b) = found[1], s.results[f][1]
+        assert np.isfinite(score_a) and 0.0 <= score_a <= 1.0
+        assert rle_a == rle_b and score_a == pytest.approx(score_b, abs=1e-5), f
     s.close()

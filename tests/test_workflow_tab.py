@@ -84,9 +84,9 @@ def test_no_detections_gives_an_empty_table_and_a_note_without_loading_the_vlm(c
     loaded: list[str] = []
     real = ctx.use
 
-    def spy(key, timings=None):
+    def spy(key, timings=None, part=""):
         loaded.append(key)
-        return real(key, timings)
+        return real(key, timings, part)
 
     monkeypatch.setattr(ctx, "use", spy)
     r = run(ctx, detector="rf-detr-nano", confidence=1.0)

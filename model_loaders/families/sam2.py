@@ -255,6 +255,16 @@ def load(spec: ModelSpec, settings: LoadSettings) -> Sam2Bundle:
 MEMORY_WINDOW = 16
 
 
+class _Placeholder:
+    """Stands for a frame's pixels when they are not held (never read: frames are added first)."""
+
+    def to(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a frame was read before it was added to the tracking session")
+
+
+_NO_PIXELS = _Placeholder()
+
+
 @dataclass
 class Sam2VideoBundle:
     """A loaded SAM 2.1 video model; implements ``Tracker``.
@@ -268,13 +278,20 @@ class Sam2VideoBundle:
     key: str
     device: str
 
-    def new_session(self, size: tuple[int, int]) -> Any:
-        """An empty tracking session for frames of ``size`` = (height, width)."""
+    def new_session(self, size: tuple[int, int], frames: int) -> Any:
+        """An empty tracking session for a clip of ``frames`` frames of ``size`` = (height, width).
+
+        The session's frame table lists every frame (the model reads its length: how many object
+        pointers to use) but holds pixels only for the frame being processed; the others share
+        one empty placeholder.
+        """
+
         session = self.processor.init_video_session(
             inference_device=self.device, inference_state_device="cpu", processing_device="cpu",
             video_storage_device="cpu", max_vision_features_cache_size=1, dtype=self.model.dtype,
         )  # fmt: skip
         session.video_height, session.video_width = int(size[0]), int(size[1])
+        session.processed_frames = dict.fromkeys(range(max(1, int(frames))), _NO_PIXELS)
         return session
 
     def _frame(self, session: Any, frame: np.ndarray, frame_idx: int) -> None:
@@ -317,7 +334,7 @@ class Sam2VideoBundle:
             )
             with torch.inference_mode():
                 out = self.model(inference_session=session, frame_idx=frame_idx)
-        session.processed_frames.pop(frame_idx, None)
+        session.processed_frames[frame_idx] = _NO_PIXELS
         return self._results(session, out) if out is not None else {}
 
     def step(self, session: Any, frame: np.ndarray, frame_idx: int, reverse: bool = False) -> dict[int, tuple[np.ndarray, float]]:
@@ -327,7 +344,7 @@ class Sam2VideoBundle:
         self._frame(session, frame, frame_idx)
         with torch.inference_mode():
             out = self.model(inference_session=session, frame_idx=frame_idx, reverse=reverse)
-        session.processed_frames.pop(frame_idx, None)
+        session.processed_frames[frame_idx] = _NO_PIXELS
         for outputs in session.output_dict_per_obj.values():
             stale = [f for f in outputs["non_cond_frame_outputs"] if abs(f - frame_idx) > MEMORY_WINDOW]
             for f in stale:
@@ -337,7 +354,7 @@ class Sam2VideoBundle:
     @staticmethod
     def held(session: Any) -> int:
         """Per-frame outputs the session holds (bounded by the memory window and the prompted frames)."""
-        frames = len(session.processed_frames or {})
+        frames = sum(1 for v in (session.processed_frames or {}).values() if v is not _NO_PIXELS)
         return frames + sum(len(o["non_cond_frame_outputs"]) + len(o["cond_frame_outputs"])
                             for o in session.output_dict_per_obj.values())  # fmt: skip
 

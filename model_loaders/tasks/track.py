@@ -196,7 +196,7 @@ def _engine(ctx: Any, session: TrackSession, tracker: Any, key: str) -> Any:
         return session.engine
     video = _need_video(session)
     w, h = video.size
-    engine = tracker.new_session((h, w))
+    engine = tracker.new_session((h, w), len(video.frames))
     for frame in sorted({p.frame for p in session.prompts}):
         _store(session, frame, tracker.prompt(engine, video.frames[frame], frame, _frame_prompts(session, frame)))
     session.engine, session.engine_key = engine, (key, len(session.prompts))
