@@ -123,9 +123,11 @@ def build(ctx: AppContext) -> None:
                 last = gr.Number(0, label="Last frame (0: the end)", precision=0, minimum=0, elem_id="track-last")
             open_btn = gr.Button("Open video", variant="primary", elem_id="track-open")
             model = model_picker(ctx, "track", elem_id="track-model").dropdown
+            obj = gr.Radio(["Object 1"], value="Object 1", label="Object (clicks go to this one)", elem_id="track-object")
             with gr.Row():
-                obj = gr.Radio(["Object 1"], value="Object 1", label="Object", elem_id="track-object")
-                new_btn = gr.Button("New object", size="sm", scale=0)
+                new_name = gr.Textbox(label="New object's name", placeholder="e.g. cup", max_lines=1, scale=2,
+                                      elem_id="track-new-name")  # fmt: skip
+                new_btn = gr.Button("New object", size="sm", scale=1)
             with gr.Row():
                 mode = gr.Radio([POINT_MODE, BOX_MODE], value=POINT_MODE, label="Click adds", elem_id="track-mode")
                 polarity = gr.Radio([INCLUDE, EXCLUDE], value=INCLUDE, label="Point type", elem_id="track-polarity")
@@ -193,9 +195,9 @@ def build(ctx: AppContext) -> None:
         return s, frame_view(s, f), status_line(ctx, s, f)
 
     @user_errors
-    def on_new(s: tt.TrackSession) -> tuple[Any, ...]:
-        s = tt.new_object(s)
-        return s, objects(s)
+    def on_new(s: tt.TrackSession, name: Any) -> tuple[Any, ...]:
+        s = tt.new_object(s, name)
+        return s, objects(s), ""
 
     @user_errors
     def on_object(s: tt.TrackSession, name: Any) -> tt.TrackSession:
@@ -237,7 +239,8 @@ def build(ctx: AppContext) -> None:
     canvas.select(on_gpu(ctx, on_click, model_at(4)), [session, frame, mode, polarity, model], view,
                   api_visibility="private", **quick)  # fmt: skip
     undo_btn.click(on_gpu(ctx, on_undo, model_at(2)), [session, frame, model], view, api_visibility="private", **quick)
-    new_btn.click(on_new, [session], [session, obj], api_visibility="private", **light_event(status))
+    gr.on([new_btn.click, new_name.submit], on_new, [session, new_name], [session, obj, new_name],
+          api_visibility="private", **light_event(status))  # fmt: skip
     obj.input(on_object, [session, obj], [session], api_visibility="private", **light_event(status))
     track_btn.click(on_gpu(ctx, on_track, frames_of), [session, model, direction],
                     [session, canvas, status, frame, overlay, plot, files], api_visibility="private",
