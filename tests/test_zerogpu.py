@@ -150,15 +150,15 @@ def _example_args(url: str) -> dict[str, list[Any]]:
 
 
 def test_every_endpoint_gives_the_same_answer_across_the_boundary(boundary_url: str, app_url: str) -> None:
-    """The public API (Segment, Depth, Detect, Ask, Compare, Workflow) run in a forked child gives
+    """The public API (Segment, Depth, Detect, Ask, Compare, Workflow, Track) run in a forked child gives
     what the same models give in-process."""
     from gradio_client import Client
 
     calls = _example_args(boundary_url)
-    assert {"/segment", "/depth", "/detect", "/ask", "/compare", "/workflow"} <= set(calls)
+    assert {"/segment", "/depth", "/detect", "/ask", "/compare", "/workflow", "/track"} <= set(calls)
     inside, across = Client(app_url, verbose=False), Client(boundary_url, verbose=False)
     try:
-        for name in ("/segment", "/detect", "/ask", "/workflow", "/compare", "/depth"):
+        for name in ("/segment", "/detect", "/ask", "/workflow", "/compare", "/depth", "/track"):
             a = inside.predict(*calls[name], api_name=name)
             b = across.predict(*calls[name], api_name=name)
             assert _comparable(a) == _comparable(b), name
