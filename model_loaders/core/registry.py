@@ -45,6 +45,10 @@ FAMILIES: Mapping[str, Family] = MappingProxyType({
     "zero_shot_detector": Family(_FAMILIES + "detectors", {"prompts": ("classes",), "open_vocabulary": True,
                                                             "thresholds": Thresholds(0.1, 0.3)}),
     "yolo": Family(_FAMILIES + "yolo", {"thresholds": CLOSED_SET}),
+    # SAM 3: every instance of a typed concept, with masks. Its presence head calibrates scores:
+    # its authors' demo keeps instances above 0.5.
+    "sam3": Family(_FAMILIES + "sam3", {"prompts": ("classes",), "open_vocabulary": True,
+                                        "thresholds": Thresholds(0.5, 0.7)}),
     "florence2": Family(_FAMILIES + "florence2", {"prompts": ("task", "region", "classes"),
                                                   "open_vocabulary": True, "grounding": "florence_loc"}),
     "qwen2_5_vl": Family(_FAMILIES + "qwen_vl", {"prompts": ("question", "classes"), "open_vocabulary": True,
@@ -81,6 +85,7 @@ LLAMA32 = (
 GEMINI = ("Gemini API Terms (proprietary)", "https://ai.google.dev/gemini-api/terms")
 RF_PML = ("Roboflow Platform Model License 1.0", "https://roboflow.com/platform-model-license")
 COGVLM = ("CogVLM License", "https://huggingface.co/THUDM/cogvlm-chat-hf/blob/main/MODEL_LICENSE")
+SAM_LICENSE = ("SAM License", "https://huggingface.co/facebook/sam3/blob/main/LICENSE")
 COGVLM2 = (
     "CogVLM2 License (+ Llama 3 License)",
     "https://huggingface.co/THUDM/cogvlm2-llama3-chat-19B/blob/main/LICENSE",
@@ -95,6 +100,8 @@ QWEN25VL_PAPER = "https://arxiv.org/abs/2502.13923"
 PALIGEMMA2_PAPER = "https://arxiv.org/abs/2412.03555"
 LLAMA3_PAPER = "https://arxiv.org/abs/2407.21783"
 GEMINI25_PAPER = "https://arxiv.org/abs/2507.06261"
+
+SAM3_PAPER = "https://arxiv.org/abs/2511.16719"
 
 NC_NOTE = "Non-commercial use only."
 GATED_NOTE = "Accept the terms on the model card and set HF_TOKEN."
@@ -328,6 +335,24 @@ _SPECS: list[ModelSpec] = [
             ),
         )
     ],
+    # --- concept segmentation: SAM 3 finds every instance of a typed concept, with masks ---------
+    _spec(
+        SAM_LICENSE,
+        key="sam3",
+        name="SAM 3",
+        family="sam3",
+        tasks=("detect",),
+        checkpoint="facebook/sam3",
+        revision=None,
+        revision_note="No commit could be verified offline yet; loads the latest.",
+        params_m=840.4,
+        commercial="conditions",
+        commercial_note="SAM License: Meta's own terms (use, including commercial, under its conditions "
+        "and acceptable-use rules); read it before shipping.",
+        gated=True,
+        paper=SAM3_PAPER,
+        notes="Type concepts (e.g. book, mug): every instance comes back as a mask. " + GATED_NOTE,
+    ),
     # --- detection: YOLOv12 through the optional ultralytics extra (AGPL-3.0) ------------------
     *[
         _spec(

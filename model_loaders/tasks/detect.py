@@ -268,7 +268,7 @@ def summary(run_: DetectRun, shown: Filtered, confidence: float, iou: float, cla
         "counts": shown.counts,
         "timings": run_.timings,
         "notes": run_.notes + shown.notes,
-        "detections": to_records(shown.detections, run_.scale),
+        "detections": to_records(shown.detections, run_.scale, run_.original_size),
     }
 
 

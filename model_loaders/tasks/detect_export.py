@@ -11,30 +11,38 @@ import json
 import math
 from typing import Any
 
+import numpy as np
 import supervision as sv
 
 from model_loaders.core.detections import class_names_of
 
 
-def to_records(det: sv.Detections, scale: float = 1.0) -> list[dict[str, Any]]:
-    """One dict per detection: class, class_id, score and box (xyxy) in original-image pixels.
+def to_records(det: sv.Detections, scale: float = 1.0, size: tuple[int, int] | None = None) -> list[dict[str, Any]]:
+    """One dict per detection: class, class_id, score and box (xyxy) in original-image pixels,
+    and for models that give masks (SAM 3) the mask as COCO RLE at the original size.
 
     Args:
         det: detections at working size.
         scale: working size / original size (boxes are divided by it).
+        size: (width, height) of the original image (masks are resized to it).
     """
+    from model_loaders.tasks.segment import resize_mask, rle_encode
+
     names = class_names_of(det)
     out = []
     for i in range(len(det)):
         box = [round(float(v) / scale, 1) for v in det.xyxy[i]]
-        out.append(
-            {
-                "class": names[i],
-                "class_id": int(det.class_id[i]) if det.class_id is not None else -1,
-                "score": round(float(det.confidence[i]), 4) if det.confidence is not None else None,
-                "box": box,
-            }
-        )
+        record: dict[str, Any] = {
+            "class": names[i],
+            "class_id": int(det.class_id[i]) if det.class_id is not None else -1,
+            "score": round(float(det.confidence[i]), 4) if det.confidence is not None else None,
+            "box": box,
+        }
+        if det.mask is not None:
+            mask = resize_mask(det.mask[i], size) if size is not None else np.asarray(det.mask[i], dtype=bool)
+            record["segmentation"] = rle_encode(mask)
+            record["mask_area"] = int(mask.sum())
+        out.append(record)
     return out
 
 
@@ -70,9 +78,10 @@ def to_coco(
                 "image_id": 1,
                 "category_id": r["class_id"] + 1,
                 "bbox": [x1, y1, w, h],
-                "area": round(w * h, 1),
+                "area": r.get("mask_area", round(w * h, 1)),
                 "score": r["score"],
                 "iscrowd": 0,
+                **({"segmentation": r["segmentation"]} if "segmentation" in r else {}),
             }
         )
     doc = {

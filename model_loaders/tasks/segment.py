@@ -316,6 +316,16 @@ def rle_encode(mask: np.ndarray) -> dict[str, Any]:
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A bool mask resized (nearest neighbour) to ``size`` = (width, height)."""
+    from PIL import Image
+
+    mask = np.asarray(mask, dtype=bool)
+    if (mask.shape[1], mask.shape[0]) == tuple(size):
+        return mask
+    return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(tuple(size), Image.Resampling.NEAREST)) > 127
+
+
 def rle_decode(rle: dict[str, Any]) -> np.ndarray:
     """A bool (H, W) mask from COCO RLE (compressed string or uncompressed list of counts).
 

@@ -30,7 +30,7 @@ from model_loaders.core.results import Timings
 from model_loaders.core.specs import ModelSpec
 from model_loaders.core.video import MAX_VIDEO_MB, DecodedVideo, decode
 from model_loaders.tasks.base import checked_spec, model_for
-from model_loaders.tasks.segment import rle_decode, rle_encode
+from model_loaders.tasks.segment import resize_mask, rle_decode, rle_encode
 
 MAX_OBJECTS = 8
 DIRECTIONS = ("forward", "backward", "both")
@@ -326,12 +326,6 @@ def mask_at(session: TrackSession, frame: int, obj: int) -> np.ndarray | None:
     return None if found is None else rle_decode(found[0])
 
 
-def _upscale(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    if (mask.shape[1], mask.shape[0]) == size:
-        return mask
-    return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.Resampling.NEAREST)) > 127
-
-
 def coco_document(session: TrackSession) -> dict[str, Any]:
     """Every tracked mask as COCO RLE at the original video's size, with its frame, time and score."""
     video = _need_video(session)
@@ -339,7 +333,7 @@ def coco_document(session: TrackSession) -> dict[str, Any]:
     annotations = []
     for frame in sorted(session.results):
         for obj, (rle, score) in sorted(session.results[frame].items()):
-            mask = _upscale(rle_decode(rle), size)
+            mask = resize_mask(rle_decode(rle), size)
             annotations.append({"frame": video.start + frame, "time": round(video.times[frame], 4), "object": obj,
                                 "score": round(float(score), 4), "area": int(mask.sum()),
                                 "segmentation": rle_encode(mask)})  # fmt: skip
@@ -400,7 +394,7 @@ def write_mask_zip(session: TrackSession, path: Path) -> Path:
         for frame in sorted(session.results):
             for obj, (rle, _) in sorted(session.results[frame].items()):
                 buf = io.BytesIO()
-                Image.fromarray(_upscale(rle_decode(rle), video.original_size).astype(np.uint8) * 255).save(buf, "PNG")
+                Image.fromarray(resize_mask(rle_decode(rle), video.original_size).astype(np.uint8) * 255).save(buf, "PNG")
                 archive.writestr(f"object{obj}/frame{video.start + frame:06d}.png", buf.getvalue())
     return path
 

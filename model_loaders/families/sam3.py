@@ -1,0 +1,170 @@
+"""SAM 3 (Meta, 2025): every instance of a concept named in words, as masks (transformers' ``Sam3Model``).
+
+SAM 3 is an open-vocabulary instance segmenter, so it implements ``Detector``: the classes a user
+types are its concepts, and each detection carries its mask (``sv.Detections.mask``) besides its
+box and score. The image is encoded once per call and its features shared by every concept
+(``vision_embeds``); each concept is one pass of the text encoder and the DETR-style decoder.
+Everything the task layer does with detections (thresholds re-filtered without a new run, class
+colours, tables, COCO export, Compare's box F1, the Workflow's crops) works unchanged.
+
+Offline: ``random`` builds the checkpoint's architecture at real size (840 M parameters);
+``tiny`` a shrunken one; both with a small CLIP-shaped tokenizer built in code.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from model_loaders.core.availability import LoadSettings
+from model_loaders.core.detections import make_detections
+from model_loaders.core.errors import InputError
+from model_loaders.core.hub import hub_errors, pretrained_kwargs
+from model_loaders.core.results import Timings
+from model_loaders.core.specs import ModelSpec
+
+log = logging.getLogger(__name__)
+
+TINY_IMAGE_SIZE = 112
+REAL_IMAGE_SIZE = 1008
+# Instances kept per call: their masks are image-sized, so only the plausible ones are held.
+MASK_FLOOR = 0.05
+MAX_INSTANCES = 50
+MASK_THRESHOLD = 0.5
+
+
+def tiny_config(vocab_size: int, bos: int, eos: int, pad: int) -> Any:
+    """A shrunken ``Sam3Config`` (112 px input, 32-wide everywhere) that runs in milliseconds."""
+    from transformers import (
+        CLIPTextConfig,
+        Sam3Config,
+        Sam3DETRDecoderConfig,
+        Sam3DETREncoderConfig,
+        Sam3GeometryEncoderConfig,
+        Sam3MaskDecoderConfig,
+        Sam3VisionConfig,
+        Sam3ViTConfig,
+    )
+
+    width = 32
+    vit = Sam3ViTConfig(hidden_size=width, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                        image_size=TINY_IMAGE_SIZE, patch_size=14, window_size=4, global_attn_indexes=[1],
+                        pretrain_image_size=TINY_IMAGE_SIZE)  # fmt: skip
+    text = CLIPTextConfig(vocab_size=vocab_size, hidden_size=width, intermediate_size=64, num_hidden_layers=1,
+                          num_attention_heads=2, max_position_embeddings=32, bos_token_id=bos, eos_token_id=eos,
+                          pad_token_id=pad)  # fmt: skip
+    parts = {"hidden_size": width, "num_attention_heads": 2, "intermediate_size": 64}
+    return Sam3Config(
+        vision_config=Sam3VisionConfig(backbone_config=vit, fpn_hidden_size=width),
+        text_config=text,
+        geometry_encoder_config=Sam3GeometryEncoderConfig(num_layers=1, **parts),
+        detr_encoder_config=Sam3DETREncoderConfig(num_layers=1, **parts),
+        detr_decoder_config=Sam3DETRDecoderConfig(num_layers=1, num_queries=20, **parts),
+        mask_decoder_config=Sam3MaskDecoderConfig(hidden_size=width, num_attention_heads=2),
+    )
+
+
+def offline_parts(spec: ModelSpec, tiny: bool) -> tuple[Any, Any]:
+    """(config, processor) built in code: the checkpoint's architecture, or a shrunken one."""
+    from transformers import Sam3Config, Sam3ImageProcessor, Sam3Processor
+
+    from model_loaders.families.detectors import clip_like_tokenizer
+
+    tokenizer = clip_like_tokenizer()
+    if tiny:
+        config = tiny_config(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
+        size = TINY_IMAGE_SIZE
+    else:
+        config, size = Sam3Config(), REAL_IMAGE_SIZE  # the defaults are the released model's
+    processor = Sam3Processor(image_processor=Sam3ImageProcessor(size={"height": size, "width": size}),
+                              tokenizer=tokenizer)  # fmt: skip
+    return config, processor
+
+
+def architecture(spec: ModelSpec, tiny: bool = False) -> Any:
+    """The checkpoint's architecture (real size), or the shrunken one."""
+    from transformers import Sam3Model
+
+    return Sam3Model(offline_parts(spec, tiny)[0])
+
+
+@dataclass
+class Sam3Bundle:
+    """A loaded SAM 3 concept model; implements ``Detector`` (open vocabulary, with masks)."""
+
+    model: Any
+    processor: Any
+    key: str
+    device: str
+    class_names: tuple[str, ...] = ()
+
+    @property
+    def open_vocabulary(self) -> bool:
+        """The user names the concepts."""
+        return True
+
+    def detect(self, image: np.ndarray, timings: Timings, classes: Sequence[str] | None = None) -> Any:
+        """Every instance of each concept in ``classes``: boxes, scores and masks at the image's size."""
+        import torch
+
+        if not classes:
+            raise InputError("Type what to find, separated by commas (for example: book, mug).")
+        h, w = image.shape[:2]
+        if not image.flags.writeable:
+            image = image.copy()
+        with timings.stage("preprocess"):
+            inputs = self.processor(images=image, return_tensors="pt")
+            pixel_values = inputs["pixel_values"].to(self.device, self.model.dtype)
+            texts = [self.processor(text=str(c), return_tensors="pt") for c in classes]
+        boxes, scores, labels, masks = [], [], [], []
+        with timings.stage("inference"), torch.inference_mode():
+            vision = self.model.get_vision_features(pixel_values)  # once: shared by every concept
+            outputs = [self.model(vision_embeds=vision, input_ids=t["input_ids"].to(self.device),
+                                  attention_mask=t["attention_mask"].to(self.device)) for t in texts]  # fmt: skip
+        with timings.stage("postprocess"):
+            for index, out in enumerate(outputs):
+                for name in ("pred_masks", "pred_boxes", "pred_logits", "presence_logits"):
+                    value = getattr(out, name, None)
+                    if value is not None:
+                        setattr(out, name, value.float())
+                found = self.processor.post_process_instance_segmentation(
+                    out, threshold=MASK_FLOOR, mask_threshold=MASK_THRESHOLD, target_sizes=[(h, w)]
+                )[0]
+                boxes.append(found["boxes"].cpu().numpy().reshape(-1, 4))
+                scores.append(found["scores"].cpu().numpy().reshape(-1))
+                labels.append(np.full(len(scores[-1]), index, dtype=int))
+                masks.append(found["masks"].cpu().numpy().astype(bool).reshape(-1, h, w))
+            score = np.concatenate(scores) if scores else np.zeros(0, np.float32)
+            keep = np.argsort(-score, kind="stable")[:MAX_INSTANCES]
+            xyxy = np.concatenate(boxes)[keep] if boxes else np.zeros((0, 4), np.float32)
+            xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(0, w)
+            xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, h)
+            det = make_detections(xyxy, score[keep], np.concatenate(labels)[keep], list(classes))
+            det.mask = np.concatenate(masks)[keep] if masks else np.zeros((0, h, w), bool)
+        return det
+
+
+def load(spec: ModelSpec, settings: LoadSettings) -> Sam3Bundle:
+    """Build SAM 3's concept model and processor for ``spec``.
+
+    Raises:
+        ModelUnavailable: hub weights cannot be fetched (gated: accept the terms, set HF_TOKEN).
+    """
+    import torch
+    from transformers import Sam3Model, Sam3Processor
+
+    dtype = getattr(torch, settings.dtype_name(spec))
+    if settings.weights == "hub":
+        with hub_errors(spec):
+            model = Sam3Model.from_pretrained(spec.checkpoint, **pretrained_kwargs(spec), dtype=dtype)
+            processor = Sam3Processor.from_pretrained(spec.checkpoint, **pretrained_kwargs(spec))
+    else:
+        config, processor = offline_parts(spec, tiny=settings.weights == "tiny")
+        torch.manual_seed(0)
+        model = Sam3Model(config).to(dtype)
+    model = model.to(settings.device).eval()
+    return Sam3Bundle(model=model, processor=processor, key=spec.key, device=settings.device)
