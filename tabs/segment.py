@@ -9,6 +9,7 @@ draws the results.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import gradio as gr
@@ -18,6 +19,7 @@ from PIL import Image
 from model_loaders.core.context import AppContext
 from model_loaders.core.errors import InputError
 from model_loaders.core.images import ImageInputError
+from model_loaders.tasks import everything as ev
 from model_loaders.tasks import segment_session as ss
 from model_loaders.tasks.segment import segment_request
 from tabs import _render as draw
@@ -120,6 +122,7 @@ def build(ctx: AppContext) -> None:
                 redo_btn = gr.Button("↷ Redo", size="sm")
                 clear_btn = gr.Button("Clear", size="sm")
                 new_btn = gr.Button("New object", size="sm", variant="secondary")
+            everything_btn = gr.Button("Segment everything", size="sm", elem_id="segment-everything")
         with gr.Column(scale=3):
             canvas = gr.Image(
                 label="Click to segment",
@@ -268,6 +271,50 @@ def build(ctx: AppContext) -> None:
         api_overlay = gr.Image(label="overlay", format="png")
     click_btn.click(on_gpu(ctx, segment_click, model_at(5)), [session, click_x, click_y, mode, polarity, model], outputs,
                     api_name="segment_click", api_visibility="undocumented", **quick)  # fmt: skip
+    @user_errors
+    def on_everything(s: ss.SegmentSession, key: str) -> Iterator[tuple[Any, ...]]:
+        if s.image is None:
+            raise InputError("Upload or pick an image first.")
+        for step in ev.run(ctx, s.image, key, cache=s.embeddings):  # the session's embedding: encoded once
+            if isinstance(step, ev.Progress):
+                yield gr.skip(), f"Segmenting everything… {step.done} of {step.total} batches · {step.kept} masks so far", gr.skip()
+            else:
+                shown = draw.masks(step.image.array, list(step.masks))
+                note = (f"**{len(step.masks)} masks** from a {step.grid}×{step.grid} grid of points"
+                        " (overlaps removed) · click an object to segment it")  # fmt: skip
+                yield shown, timing_line(ctx, step.timings, lead=[f"{len(step.masks)} masks"], stages=False), note
+
+    everything_btn.click(on_gpu(ctx, on_everything, model_at(1)), [session, model], [canvas, timing, summary],
+                         api_visibility="private", **model_event(ctx, "long", timing))  # fmt: skip
+
+    @user_errors
+    def segment_everything(image: Any, model: Any, points_per_side: Any) -> tuple[dict[str, Any], np.ndarray]:
+        """Segment every object in an image with no prompt (SAM 2.1, a grid of point prompts).
+
+        Args:
+            image: the image.
+            model: a SAM 2.1 registry key, e.g. sam2.1-hiera-tiny.
+            points_per_side: the grid (2 to 64; 0 for the default: 12 on a CPU, 32 on a GPU).
+
+        Returns:
+            Every mask as COCO RLE at the image's size with its predicted IoU, area, box and the
+            grid point it came from (largest first); and the masks drawn on the image.
+        """
+        result = ev.collect(ctx, image, model, per_side=points_per_side)
+        return ev.document(result), draw.masks(result.image.array, list(result.masks))
+
+    with gr.Column(visible=False):
+        every_image = ImageInput(label="image", type="filepath")
+        every_model = example(gr.Textbox(label="model", value=model.value), model.value)
+        every_grid = example(gr.Number(label="points_per_side", value=0, precision=0), 0)
+        every_json = gr.JSON(label="masks")
+        every_overlay = gr.Image(label="overlay", format="png")
+        every_btn = gr.Button("segment everything")
+    every_btn.click(on_gpu(ctx, segment_everything, model_at(1)), [every_image, every_model, every_grid],
+                    [every_json, every_overlay], preprocess=False, api_name="segment_everything",
+                    api_description="Segment every object in an image with no prompt (SAM 2.1): masks as COCO RLE.",
+                    **model_event(ctx, "long"))  # fmt: skip
+
     api_btn.click(
         on_gpu(ctx, segment, model_at(4)),
         [api_image, api_points, api_labels, api_box, api_model, api_multimask],

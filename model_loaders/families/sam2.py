@@ -223,6 +223,27 @@ class Sam2Bundle:
         )
 
 
+    def decode_points(self, embedding: ImageEmbedding, points: Sequence[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:
+        """One single-point prompt per point, decoded together on the cached embedding (segment
+        everything's grid): for each point its best of three candidate masks at the image's size
+        and that mask's predicted IoU. Returns (masks (N, H, W) bool, scores (N,))."""
+        import torch
+
+        h, w = embedding.image_size
+        inputs = self.processor(original_sizes=[[h, w]], input_points=[[[[float(x), float(y)]] for x, y in points]],
+                                input_labels=[[[1] for _ in points]], return_tensors="pt")  # fmt: skip
+        with torch.inference_mode():
+            features = [f.to(self.device) for f in embedding.features]
+            out = self.model(image_embeddings=features, multimask_output=True,
+                             input_points=inputs["input_points"].to(self.device, self.model.dtype),
+                             input_labels=inputs["input_labels"].to(self.device))  # fmt: skip
+            scores = out.iou_scores[0].float()  # (N, 3)
+            best = scores.argmax(dim=1)
+            logits = out.pred_masks[0].float()[torch.arange(len(points)), best]  # (N, h', w')
+            masks = upscale_logits(logits, (w, h))
+        return masks.cpu().numpy(), scores.max(dim=1).values.cpu().numpy()
+
+
 def load(spec: ModelSpec, settings: LoadSettings) -> Sam2Bundle:
     """Build the model and processor for ``spec``; only the weight source depends on the mode.
 
