@@ -18,7 +18,9 @@ from PIL import Image
 
 from model_loaders.core.context import AppContext
 from model_loaders.core.errors import InputError
+from model_loaders.core.gpu_time import GpuJob
 from model_loaders.core.images import ImageInputError
+from model_loaders.tasks import concepts as tc
 from model_loaders.tasks import everything as ev
 from model_loaders.tasks import segment_session as ss
 from model_loaders.tasks.segment import segment_request
@@ -314,6 +316,37 @@ def build(ctx: AppContext) -> None:
                     [every_json, every_overlay], preprocess=False, api_name="segment_everything",
                     api_description="Segment every object in an image with no prompt (SAM 2.1): masks as COCO RLE.",
                     **model_event(ctx, "long"))  # fmt: skip
+
+    @user_errors
+    def segment_concepts(image: Any, concepts: Any, boxes: Any, threshold: Any) -> dict[str, Any]:
+        """Segment every instance of the concepts named in words, and/or like example boxes (SAM 3).
+
+        Args:
+            image: the image.
+            concepts: what to find, comma-separated, e.g. "book, mug".
+            boxes: optional exemplar boxes [[x1, y1, x2, y2], ...] in the image's pixels (a 5th value
+                0 marks a box as a counter-example).
+            threshold: the lowest score kept (0 to 1; null for SAM 3's own 0.5).
+
+        Returns:
+            The instances: concept, score, box and mask (COCO RLE at the image's size), with notes.
+        """
+        return tc.segment_concepts(ctx, image, concepts, boxes, threshold)
+
+    with gr.Column(visible=False):
+        concept_image = ImageInput(label="image", type="filepath")
+        concept_text = example(gr.Textbox(label="concepts", value="cat"), "cat")
+        concept_boxes = example(JsonInput({"anyOf": [{"type": "array", "items": {"type": "array", "items":
+                                {"type": "number"}, "minItems": 4, "maxItems": 5}}, {"type": "null"}]},
+                                label="boxes", value=None), None)  # fmt: skip
+        concept_threshold = example(gr.Number(label="threshold", value=None), None)
+        concept_json = gr.JSON(label="instances")
+        concept_btn = gr.Button("segment concepts")
+    concept_btn.click(on_gpu(ctx, segment_concepts, lambda *a, **k: [GpuJob(tc.DEFAULT_MODEL)]),
+                      [concept_image, concept_text, concept_boxes, concept_threshold], [concept_json],
+                      preprocess=False, api_name="segment_concepts", api_description="Segment every instance "
+                      "of concepts named in words, or like example boxes (SAM 3): masks as COCO RLE.",
+                      **model_event(ctx, "single"))  # fmt: skip
 
     api_btn.click(
         on_gpu(ctx, segment, model_at(4)),

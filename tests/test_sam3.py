@@ -88,3 +88,33 @@ def test_bad_concepts_and_gating(ctx: Any) -> None:
         assert gated.kind == "gated" and "HF_TOKEN" in gated.reason
     spec = get_spec(KEY)
     assert spec.gated and spec.licence == "SAM License" and spec.commercial == "conditions"
+
+
+def test_segment_concepts_with_words_boxes_and_a_threshold(ctx: Any) -> None:
+    from model_loaders.tasks.concepts import segment_concepts
+
+    everything = segment_concepts(ctx, CAT, "cat, ear", threshold=0.0)
+    assert everything["concepts"] == ["cat", "ear"] and everything["count"] > 0
+    first = everything["instances"][0]
+    assert first["class"] in {"cat", "ear"} and rle_decode(first["segmentation"]).shape == (300, 451)
+    scores = sorted(i["score"] for i in everything["instances"])
+    strict = segment_concepts(ctx, CAT, "cat, ear", threshold=scores[len(scores) // 2])
+    assert 0 < strict["count"] < everything["count"]
+    by_box = segment_concepts(ctx, CAT, "", boxes=[[100, 50, 300, 250], [0, 0, 40, 40, 0]], threshold=0.0)
+    assert by_box["count"] > 0 and {i["class"] for i in by_box["instances"]} == {"exemplar"}
+    none = segment_concepts(ctx, CAT, "cat", threshold=1.0)
+    assert none["count"] == 0 and any("No instance found" in n for n in none["notes"])  # a note, not an error
+    for concepts, boxes, message in (("", None, "classes to find|Type"), (" ,;. ", None, "classes to find|Type"),
+                                     ("cat", [[0, 0, 900, 10]], "outside the image"),
+                                     ("cat", [[1, 2, 3]], "Each box")):  # fmt: skip
+        with pytest.raises(InputError, match=message):
+            segment_concepts(ctx, CAT, concepts, boxes=boxes)
+    with pytest.raises(InputError, match="cannot segment by words"):
+        segment_concepts(ctx, CAT, "cat", model="owlv2-base")
+
+
+def test_the_segment_concepts_endpoint(client: Any) -> None:
+    from gradio_client import handle_file
+
+    out = client.predict(handle_file(CAT["path"]), "cat", None, 0.0, api_name="/segment_concepts")
+    assert out["count"] == len(out["instances"]) > 0 and out["image"] == {"width": 451, "height": 300}

@@ -47,7 +47,7 @@ FAMILIES: Mapping[str, Family] = MappingProxyType({
     "yolo": Family(_FAMILIES + "yolo", {"thresholds": CLOSED_SET}),
     # SAM 3: every instance of a typed concept, with masks. Its presence head calibrates scores:
     # its authors' demo keeps instances above 0.5.
-    "sam3": Family(_FAMILIES + "sam3", {"prompts": ("classes",), "open_vocabulary": True,
+    "sam3": Family(_FAMILIES + "sam3", {"prompts": ("classes", "box"), "open_vocabulary": True,
                                         "thresholds": Thresholds(0.5, 0.7)}),
     "florence2": Family(_FAMILIES + "florence2", {"prompts": ("task", "region", "classes"),
                                                   "open_vocabulary": True, "grounding": "florence_loc"}),

@@ -35,6 +35,7 @@ REAL_IMAGE_SIZE = 1008
 MASK_FLOOR = 0.05
 MAX_INSTANCES = 50
 MASK_THRESHOLD = 0.5
+EXEMPLAR = "exemplar"  # the name of instances found from exemplar boxes alone
 
 
 def tiny_config(vocab_size: int, bos: int, eos: int, pad: int) -> Any:
@@ -107,24 +108,36 @@ class Sam3Bundle:
         """The user names the concepts."""
         return True
 
-    def detect(self, image: np.ndarray, timings: Timings, classes: Sequence[str] | None = None) -> Any:
-        """Every instance of each concept in ``classes``: boxes, scores and masks at the image's size."""
+    def detect(self, image: np.ndarray, timings: Timings, classes: Sequence[str] | None = None,
+               boxes: Sequence[tuple[float, float, float, float, int]] = ()) -> Any:  # fmt: skip
+        """Every instance of each concept in ``classes``: boxes, scores and masks at the image's size.
+
+        ``boxes`` are exemplars (x1, y1, x2, y2, 1 to include / 0 to exclude, image pixels) given
+        with every concept; with no concept they are the prompt on their own ("exemplar").
+        """
         import torch
 
-        if not classes:
+        if not classes and not boxes:
             raise InputError("Type what to find, separated by commas (for example: book, mug).")
+        classes = list(classes or []) or [EXEMPLAR]
         h, w = image.shape[:2]
         if not image.flags.writeable:
             image = image.copy()
         with timings.stage("preprocess"):
             inputs = self.processor(images=image, return_tensors="pt")
             pixel_values = inputs["pixel_values"].to(self.device, self.model.dtype)
-            texts = [self.processor(text=str(c), return_tensors="pt") for c in classes]
+            texts = [self.processor(text="" if c == EXEMPLAR else str(c), return_tensors="pt") for c in classes]
+            extra: dict[str, Any] = {}
+            if boxes:
+                prompt = self.processor(images=image, input_boxes=[[list(b[:4]) for b in boxes]],
+                                        input_boxes_labels=[[int(b[4]) for b in boxes]], return_tensors="pt")  # fmt: skip
+                extra = {"input_boxes": prompt["input_boxes"].to(self.device, self.model.dtype),
+                         "input_boxes_labels": prompt["input_boxes_labels"].to(self.device)}  # fmt: skip
         boxes, scores, labels, masks = [], [], [], []
         with timings.stage("inference"), torch.inference_mode():
             vision = self.model.get_vision_features(pixel_values)  # once: shared by every concept
             outputs = [self.model(vision_embeds=vision, input_ids=t["input_ids"].to(self.device),
-                                  attention_mask=t["attention_mask"].to(self.device)) for t in texts]  # fmt: skip
+                                  attention_mask=t["attention_mask"].to(self.device), **extra) for t in texts]  # fmt: skip
         with timings.stage("postprocess"):
             for index, out in enumerate(outputs):
                 for name in ("pred_masks", "pred_boxes", "pred_logits", "presence_logits"):
