@@ -40,6 +40,13 @@ def colour_hex(index: int) -> str:
     return sv.ColorPalette.DEFAULT.by_idx(index).as_hex()
 
 
+def colour_rgb(index: int) -> tuple[int, int, int]:
+    """The palette colour of ``index`` as (r, g, b)."""
+    import supervision as sv
+
+    return sv.ColorPalette.DEFAULT.by_idx(index).as_rgb()
+
+
 def class_colours(names: Sequence[str]) -> dict[str, str]:
     """Each class name's colour (by its position in the model's class list)."""
     return {name: colour_hex(i) for i, name in enumerate(names)}

@@ -16,7 +16,7 @@ from model_loaders.core.context import AppContext
 from model_loaders.core.errors import InputError
 from model_loaders.core.registry import DEFAULTS, get_spec
 from model_loaders.core.results import AskChunk, Timings
-from model_loaders.core.stopflags import StopFlag, StopFlags
+from model_loaders.core.stopflags import StopFlags
 from model_loaders.core.validate import clean_text
 from model_loaders.tasks import ask as ta
 from model_loaders.tasks.base import image_of
@@ -142,7 +142,7 @@ def build(ctx: AppContext) -> None:
         hist = list(hist or []) if hkey == decoded.digest else []
         request, shown = ta.build_request(spec, decoded, q, hist, task=task_label, phrase=phr, region=pts,
                                           schema=schema, max_new_tokens=mx, temperature=temp)  # fmt: skip
-        stop_event = stops.start(session) if session else StopFlag(stops.folder / "none")
+        stop_event = stops.start(session)
         timings = Timings()
         try:
             for chunk in ta.stream(ctx, decoded, spec.key, request, stop_event, timings):

@@ -18,7 +18,7 @@ from model_loaders.core.context import AppContext
 from model_loaders.core.errors import InputError
 from model_loaders.core.gpu_time import GpuJob
 from model_loaders.core.results import Timings
-from model_loaders.core.stopflags import StopFlag, StopFlags
+from model_loaders.core.stopflags import StopFlags
 from model_loaders.core.video import MAX_VIDEO_MB
 from model_loaders.tasks import track as tt
 from tabs import _render as draw
@@ -48,7 +48,7 @@ def _delete_session(session: Any) -> None:
 
 def palette(n: int = tt.MAX_OBJECTS) -> list[tuple[int, int, int]]:
     """The objects' colours (object ``i`` has the palette's colour ``i - 1``, as in every tab)."""
-    return [tuple(int(draw.colour_hex(i)[k : k + 2], 16) for k in (1, 3, 5)) for i in range(n)]  # type: ignore[misc]
+    return [draw.colour_rgb(i) for i in range(n)]
 
 
 def frame_view(session: tt.TrackSession, frame: int) -> np.ndarray | None:
@@ -207,7 +207,7 @@ def build(ctx: AppContext) -> None:
 
     @user_errors
     def on_track(s: tt.TrackSession, key: str, way: str, request: gr.Request) -> Iterator[tuple[Any, ...]]:
-        stop = stops.start(request.session_hash) if request.session_hash else StopFlag(stops.folder / "none")
+        stop = stops.start(request.session_hash)
         last_shown = 0.0
         try:
             for step in tt.propagate(ctx, s, key, way, stop=stop):

@@ -51,8 +51,13 @@ class StopFlags:
     def _path(self, session: str) -> Path:
         return self.folder / hashlib.sha256(session.encode("utf-8", "replace")).hexdigest()[:32]
 
-    def start(self, session: str) -> StopFlag:
-        """The flag of a generation starting now for ``session`` (an earlier request is forgotten)."""
+    def start(self, session: str | None) -> StopFlag:
+        """The flag of a generation starting now for ``session`` (an earlier request is forgotten).
+
+        Without a session (an API call) nobody can press Stop: the flag is this process's only.
+        """
+        if not session:
+            return StopFlag(self.folder / "no-session")  # never created: only ``set()`` stops it
         flag = StopFlag(self._path(session))
         flag.path.unlink(missing_ok=True)
         return flag

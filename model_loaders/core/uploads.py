@@ -48,11 +48,14 @@ def _inside(path: str, folder: str) -> bool:
 
 
 def path_of(source: Any) -> str:
-    """The path a request's file value names: a FileData dict, an object with ``.path``, or text.
+    """The path a request's file value names: a FileData dict (or a video's ``{"video": FileData}``),
+    an object with ``.path``, or text.
 
     Raises:
         UploadRefused: for anything else (numbers, lists, a dict without a text ``path``).
     """
+    if isinstance(source, dict) and isinstance(source.get("video"), dict):  # Gradio's VideoData
+        source = source["video"]
     if isinstance(source, dict):
         source = source.get("path")
     elif hasattr(source, "path") and not isinstance(source, (str, os.PathLike)):

@@ -111,8 +111,6 @@ def open_video(ctx: Any, session: TrackSession, source: Any, start: Any = None, 
     Raises:
         InputError: see `core.video` (not a video, no video track, too long, ...).
     """
-    if isinstance(source, dict) and isinstance(source.get("video"), dict):  # Gradio's VideoData
-        source = source["video"]
     data, name = ctx.uploads.read(source, max_bytes=MAX_VIDEO_MB * 2**20)
     folder = Path(tempfile.mkdtemp(prefix="vp-track-"))
     try:
