@@ -58,10 +58,40 @@ def step_line(ctx: AppContext, session: ss.SegmentSession) -> str:
     return timing_line(ctx, step.timings, lead=[encode, f"decode {step.decode_ms:,.0f} ms"], stages=False)
 
 
+def instance_panel(session: ss.SegmentSession) -> tuple[Any, ...]:
+    """The found-instances panel: shown or not, its threshold, its switches and its refine picker."""
+    found = session.instances
+    if found is None:
+        return (gr.update(visible=False), gr.skip(), gr.update(choices=[], value=[]), gr.update(choices=[], value=None))
+    above = found.above
+    shown = found.shown
+    return (gr.update(visible=True), gr.update(value=found.threshold),
+            gr.update(choices=[found.label(i) for i in above], value=[found.label(i) for i in shown]),
+            gr.update(choices=[(found.label(i), i) for i in shown], value=shown[0] if shown else None))  # fmt: skip
+
+
+def instance_line(found: ss.Instances) -> str:
+    """'5 instance(s) (book 3, mug 2) at ≥ 0.50 · 1 switched off · click one to keep it'."""
+    shown = found.shown
+    origin = f" from a {found.notes[0]} (overlaps removed)" if found.source == "everything" and found.notes else ""
+    if not len(found.scores):
+        return ("No mask passed the floors" + origin if origin else
+                "No instance found" + (": " + "; ".join(found.notes) if found.notes else "")) + "."  # fmt: skip
+    if not shown:
+        return f"No instance shown at ≥ {found.threshold:.2f} ({len(found.scores)} found): lower the threshold."
+    counts: dict[str, int] = {}
+    for i in shown:
+        counts[found.names[i]] = counts.get(found.names[i], 0) + 1
+    kinds = origin or " (" + ", ".join(f"{n} {c}" for n, c in counts.items()) + ")"
+    off = len(found.above) - len(shown)
+    return (f"**{len(shown)} instance(s)**{kinds} at ≥ {found.threshold:.2f}"
+            f"{f' · {off} switched off' if off else ''} · click one to keep it")  # fmt: skip
+
+
 def render(ctx: AppContext, session: ss.SegmentSession) -> tuple[Any, ...]:
     """All outputs of the tab for the session's current state."""
     if session.image is None:
-        return (session, None, [], gr.update(choices=[], value=None), None, "", EMPTY, None)
+        return (session, None, [], gr.update(choices=[], value=None), None, "", EMPTY, None, *instance_panel(session))
     base = session.image.array
     objects = ss.current_objects(session)
     p = session.state.prompts
@@ -90,7 +120,12 @@ def render(ctx: AppContext, session: ss.SegmentSession) -> tuple[Any, ...]:
     picker = gr.update(choices=choices, value=session.selected)
     shown = gr.update(value=gallery, selected_index=session.selected)  # the gallery highlights the radio's mask
     hint = "" if p.ready or objects else " · click on the object you want"
-    return (session, canvas, shown, picker, cut, step_line(ctx, session), summary + hint, None)
+    if session.instances is not None:
+        summary = f"{instance_line(session.instances)}  \n{summary}"
+        line = timing_line(ctx, session.instances.timings, stages=False)
+    else:
+        line = step_line(ctx, session)
+    return (session, canvas, shown, picker, cut, line, summary + hint, None, *instance_panel(session))
 
 
 def build(ctx: AppContext) -> None:
@@ -125,6 +160,13 @@ def build(ctx: AppContext) -> None:
                 clear_btn = gr.Button("Clear", size="sm")
                 new_btn = gr.Button("New object", size="sm", variant="secondary")
             everything_btn = gr.Button("Segment everything", size="sm", elem_id="segment-everything")
+            with gr.Group(elem_id="segment-words"):
+                with gr.Row():
+                    words = gr.Textbox(label="Find by words (SAM 3)", placeholder="book, mug", max_lines=1,
+                                       scale=3, elem_id="segment-words-text")  # fmt: skip
+                    find_btn = gr.Button("Find", variant="primary", scale=1, min_width=80, elem_id="segment-find")
+                use_box = gr.Checkbox(False, label="The drawn box is an example (Point type: include / exclude)",
+                                      elem_id="segment-words-box")  # fmt: skip
         with gr.Column(scale=3):
             canvas = gr.Image(
                 label="Click to segment",
@@ -147,11 +189,22 @@ def build(ctx: AppContext) -> None:
             candidate = gr.Radio(choices=[], label="Shown mask", elem_id="segment-picker")
         with gr.Column(scale=2):
             cut = gr.Image(label="Cut-out", format="png", interactive=False, elem_id="segment-cutout", height=220)
+    with gr.Group(visible=False, elem_id="segment-instances") as panel:
+        with gr.Row():
+            threshold = gr.Slider(0, 1, value=0.5, step=0.01, label="Score threshold", scale=1,
+                                  elem_id="segment-threshold")  # fmt: skip
+            toggles = gr.CheckboxGroup([], label="Instances shown (switch off what you don't want)", scale=3,
+                                       elem_id="segment-toggles")  # fmt: skip
+        with gr.Row():
+            keep_btn = gr.Button("Keep shown as objects", size="sm", elem_id="segment-keep")
+            refine_pick = gr.Dropdown([], label="Instance to refine", scale=2, elem_id="segment-refine-pick")
+            refine_btn = gr.Button("Refine with clicks", size="sm", elem_id="segment-refine")
     with gr.Row():
         export_btn = gr.Button("Prepare downloads (mask PNG, cut-out PNG, COCO RLE JSON)", size="sm")
         files = gr.File(label="Downloads (original resolution)", file_count="multiple", interactive=False, height=120)
 
-    outputs = [session, canvas, gallery, candidate, cut, timing, summary, files]
+    outputs = [session, canvas, gallery, candidate, cut, timing, summary, files, panel, threshold, toggles, refine_pick]
+    skip_all = tuple(gr.skip() for _ in outputs)
 
     def click_at(s: ss.SegmentSession, x: Any, y: Any, m: str, pol: str, key: str) -> tuple[Any, ...]:
         return render(ctx, ss.click(ctx, s, x, y, m == BOX_MODE, pol != EXCLUDE, key))
@@ -161,7 +214,7 @@ def build(ctx: AppContext) -> None:
         try:
             return render(ctx, ss.set_image(ctx, s, value))
         except ImageInputError:  # a refused upload: the input goes back (guard_upload says why)
-            return tuple(gr.skip() for _ in range(8))
+            return skip_all
 
     @user_errors
     def on_select(s: ss.SegmentSession, m: str, pol: str, key: str, evt: gr.SelectData) -> tuple[Any, ...]:
@@ -170,6 +223,9 @@ def build(ctx: AppContext) -> None:
         idx = evt.index if isinstance(evt.index, (list, tuple)) and len(evt.index) == 2 else None
         if idx is None:
             raise InputError("Click on the image.")
+        hit = tc.instance_at(s, idx[0], idx[1])
+        if hit is not None and m == POINT_MODE:  # a click on a found instance keeps it as an object
+            return render(ctx, tc.keep(s, [hit]))
         return click_at(s, idx[0], idx[1], m, pol, key)
 
     @user_errors
@@ -203,6 +259,28 @@ def build(ctx: AppContext) -> None:
 
     def on_gallery(s: ss.SegmentSession, evt: gr.SelectData) -> tuple[Any, ...]:
         return on_pick(s, evt.index)
+
+    @user_errors
+    def on_find(s: ss.SegmentSession, text: str, box: bool, pol: str) -> tuple[Any, ...]:
+        return render(ctx, tc.find(ctx, s, text, box, pol != EXCLUDE))
+
+    @user_errors
+    def on_threshold(s: ss.SegmentSession, value: Any) -> tuple[Any, ...]:
+        return render(ctx, tc.set_threshold(s, value))
+
+    @user_errors
+    def on_toggles(s: ss.SegmentSession, labels: Any) -> tuple[Any, ...]:
+        return render(ctx, tc.set_shown(s, labels))
+
+    @user_errors
+    def on_keep(s: ss.SegmentSession) -> tuple[Any, ...]:
+        return render(ctx, tc.keep(s))
+
+    @user_errors
+    def on_refine(s: ss.SegmentSession, index: Any, key: str) -> tuple[Any, ...]:
+        if index is None:
+            raise InputError("Pick the instance to refine.")
+        return render(ctx, tc.refine(ctx, s, index, key))
 
     @user_errors
     def on_export(s: ss.SegmentSession) -> list[str]:
@@ -242,6 +320,15 @@ def build(ctx: AppContext) -> None:
     model.input(on_gpu(ctx, on_model, model_at(1)), [session, model], outputs, api_visibility="private", **quick)
     candidate.input(on_pick, [session, candidate], outputs, api_visibility="private", **light)
     gallery.select(on_gallery, [session], outputs, api_visibility="private", **light)
+    words_job = lambda *a, **k: [GpuJob(tc.DEFAULT_MODEL)]  # noqa: E731 - the by-words model is SAM 3
+    for trigger in (find_btn.click, words.submit):
+        trigger(on_gpu(ctx, on_find, words_job), [session, words, use_box, polarity], outputs,
+                api_visibility="private", **model_event(ctx, "single", timing))  # fmt: skip
+    threshold.input(on_threshold, [session, threshold], outputs, api_visibility="private", **light)
+    toggles.input(on_toggles, [session, toggles], outputs, api_visibility="private", **light)
+    keep_btn.click(on_keep, [session], outputs, api_visibility="private", **light)
+    refine_btn.click(on_gpu(ctx, on_refine, model_at(2)), [session, refine_pick, model], outputs,
+                     api_visibility="private", **quick)  # fmt: skip
     export_btn.click(on_export, [session], files, api_name="segment_export", api_visibility="undocumented",
                      **light_event(files))  # fmt: skip
 
@@ -277,16 +364,15 @@ def build(ctx: AppContext) -> None:
     def on_everything(s: ss.SegmentSession, key: str) -> Iterator[tuple[Any, ...]]:
         if s.image is None:
             raise InputError("Upload or pick an image first.")
+        at = outputs.index(timing)
         for step in ev.run(ctx, s.image, key, cache=s.embeddings):  # the session's embedding: encoded once
             if isinstance(step, ev.Progress):
-                yield gr.skip(), f"Segmenting everything… {step.done} of {step.total} batches · {step.kept} masks so far", gr.skip()
+                line = f"Segmenting everything… {step.done} of {step.total} batches · {step.kept} masks so far"
+                yield (*skip_all[:at], line, *skip_all[at + 1 :])
             else:
-                shown = draw.masks(step.image.array, list(step.masks))
-                note = (f"**{len(step.masks)} masks** from a {step.grid}×{step.grid} grid of points"
-                        " (overlaps removed) · click an object to segment it")  # fmt: skip
-                yield shown, timing_line(ctx, step.timings, lead=[f"{len(step.masks)} masks"], stages=False), note
+                yield render(ctx, tc.show_everything(s, step))
 
-    everything_btn.click(on_gpu(ctx, on_everything, model_at(1)), [session, model], [canvas, timing, summary],
+    everything_btn.click(on_gpu(ctx, on_everything, model_at(1)), [session, model], outputs,
                          api_visibility="private", **model_event(ctx, "long", timing))  # fmt: skip
 
     @user_errors

@@ -21,30 +21,28 @@ CAT = {"path": str(app.ASSETS / "cat.jpg")}
 
 
 @pytest.fixture()
-def counted(monkeypatch: Any) -> dict[str, int]:
-    """How often the image encoder and the whole model run."""
+def counted(ctx: Any, monkeypatch: Any) -> dict[str, int]:
+    """How often the image encoder, the text encoder and the whole model run (features forgotten first)."""
     from transformers import Sam3Model
 
-    calls = {"vision": 0, "forward": 0}
-    vision, forward = Sam3Model.get_vision_features, Sam3Model.forward
+    with ctx.use(KEY) as bundle:
+        bundle.forget()
+    calls = {"vision": 0, "text": 0, "forward": 0}
+    for name, method in (("vision", "get_vision_features"), ("text", "get_text_features"), ("forward", "forward")):
+        real = getattr(Sam3Model, method)
 
-    def count_vision(self: Any, *a: Any, **k: Any) -> Any:
-        calls["vision"] += 1
-        return vision(self, *a, **k)
+        def count(self: Any, *a: Any, _real: Any = real, _name: str = name, **k: Any) -> Any:
+            calls[_name] += 1
+            return _real(self, *a, **k)
 
-    def count_forward(self: Any, *a: Any, **k: Any) -> Any:
-        calls["forward"] += 1
-        return forward(self, *a, **k)
-
-    monkeypatch.setattr(Sam3Model, "get_vision_features", count_vision)
-    monkeypatch.setattr(Sam3Model, "forward", count_forward)
+        monkeypatch.setattr(Sam3Model, method, count)
     return calls
 
 
 def test_several_concepts_in_one_call_share_one_image_encoding(ctx: Any, counted: dict[str, int]) -> None:
     run = td.run(ctx, CAT, KEY, "cat, sofa, ear")
     det = run.detections
-    assert counted == {"vision": 1, "forward": 3}, counted
+    assert counted == {"vision": 1, "text": 3, "forward": 3}, counted
     assert run.classes == ("cat", "sofa", "ear") and len(det) > 0
     assert det.mask is not None and det.mask.shape[1:] == run.image.shape[:2] and det.mask.dtype == bool
     assert set(det.data["class_name"]) <= {"cat", "sofa", "ear"}
@@ -118,3 +116,161 @@ def test_the_segment_concepts_endpoint(client: Any) -> None:
 
     out = client.predict(handle_file(CAT["path"]), "cat", None, 0.0, api_name="/segment_concepts")
     assert out["count"] == len(out["instances"]) > 0 and out["image"] == {"width": 451, "height": 300}
+
+
+def test_a_new_prompt_on_the_same_image_runs_only_the_decoder(ctx: Any, counted: dict[str, int]) -> None:
+    first = td.run(ctx, CAT, KEY, "cat, sofa").detections
+    second = td.run(ctx, CAT, KEY, "ear, cat").detections
+    assert counted == {"vision": 1, "text": 3, "forward": 4}, counted  # the image once; "cat" once
+    again = td.run(ctx, CAT, KEY, "cat, sofa").detections  # reused features give the same answer
+    assert np.allclose(first.confidence, again.confidence) and np.array_equal(first.mask, again.mask)
+    assert len(second) > 0
+    td.run(ctx, {"path": str(app.ASSETS / "coffee.jpg")}, KEY, "cat")  # another image is encoded
+    assert counted["vision"] == 2
+
+
+# --- the Segment tab's "by words" session ----------------------------------------------------------
+
+
+def _session(ctx: Any, source: Any = CAT) -> Any:
+    from model_loaders.tasks import segment_session as ss
+
+    return ss.set_image(ctx, ss.SegmentSession(), source)
+
+
+def test_find_by_words_then_refilter_switch_off_and_keep(ctx: Any, counted: dict[str, int]) -> None:
+    from model_loaders.tasks import concepts as cc
+    from model_loaders.tasks import segment_session as ss
+
+    session = cc.find(ctx, _session(ctx), "cat, ear")
+    found = session.instances
+    assert found is not None and found.source == "words" and len(found.scores) > 1
+    assert found.masks.shape[1:] == session.image.array.shape[:2] and set(found.names) <= {"cat", "ear"}
+    ran = dict(counted)
+    cc.set_threshold(session, 0.0)
+    assert session.instances.shown == list(range(len(found.scores)))
+    cc.set_threshold(session, float(np.median(found.scores)) + 1e-6)
+    strict = session.instances.shown
+    assert 0 < len(strict) < len(found.scores) and all(found.scores[i] > np.median(found.scores) for i in strict)
+    cc.set_threshold(session, 0.0)
+    labels = [session.instances.label(i) for i in session.instances.above]
+    cc.set_shown(session, labels[1:])  # the first one switched off
+    assert session.instances.shown == list(range(1, len(found.scores)))
+    assert counted == ran, "re-filtering and switching ran the model"
+    shown = [o.label for o in ss.current_objects(session)]
+    assert len(shown) == len(found.scores) - 1  # what is on screen is what would be exported
+    cc.keep(session)
+    assert len(session.state.objects) == len(found.scores) - 1 and session.instances is None  # nothing left to show
+    assert {o.label for o in session.state.objects} <= {"cat", "ear"}
+    ss.undo(ctx, session, "sam2.1-hiera-tiny")
+    assert session.state.objects == ()  # keeping is undoable
+
+
+def test_refine_one_instance_with_clicks_changes_only_that_one(ctx: Any) -> None:
+    from model_loaders.tasks import concepts as cc
+    from model_loaders.tasks import segment_session as ss
+
+    session = cc.set_threshold(cc.find(ctx, _session(ctx), "cat"), 0.0)
+    found = session.instances
+    assert len(found.shown) >= 3
+    target = found.shown[1]
+    cc.refine(ctx, session, target, "sam2.1-hiera-tiny")
+    others = [i for i in found.shown if i != target]
+    kept = session.state.objects
+    assert [o.score for o in kept] == [float(found.scores[i]) for i in others]
+    assert all(np.array_equal(o.mask, found.masks[i]) for o, i in zip(kept, others, strict=True))  # untouched
+    x1, y1, x2, y2 = (float(v) for v in found.boxes[target])
+    assert session.state.prompts.box == (x1, y1, x2, y2) and session.prediction is not None  # SAM 2.1 on its box
+    before = session.prediction.masks[session.selected].copy()
+    ss.click(ctx, session, (x1 + x2) / 2, (y1 + y2) / 2, False, False, "sam2.1-hiera-tiny")  # exclude its centre
+    assert session.state.prompts.points and not np.array_equal(before, session.prediction.masks[session.selected])
+    ss.new_object(session)
+    assert len(session.state.objects) == len(others) + 1
+    assert all(np.array_equal(o.mask, found.masks[i]) for o, i in zip(session.state.objects, others, strict=False))
+
+
+def test_exports_carry_each_instance_with_its_concept(ctx: Any) -> None:
+    import json
+
+    from model_loaders.tasks import concepts as cc
+    from model_loaders.tasks import segment_session as ss
+
+    session = cc.set_threshold(cc.find(ctx, _session(ctx), "cat, ear"), 0.0)
+    ss.click(ctx, session, 30, 30, False, True, "sam2.1-hiera-tiny")  # and one clicked object
+    files = ss.export(ctx, session)
+    doc = json.loads(open(files[2]).read())
+    names = {c["id"]: c["name"] for c in doc["categories"]}
+    assert set(names.values()) >= {"object"} and set(names.values()) <= {"object", "cat", "ear"}
+    assert len(doc["annotations"]) == len(session.instances.shown) + 1
+    for ann in doc["annotations"]:
+        assert rle_decode(ann["segmentation"]).shape == (300, 451)  # the original size
+    assert [names[a["category_id"]] for a in doc["annotations"][1:]] == [session.instances.names[i] for i in session.instances.shown]
+
+
+def test_a_click_on_a_found_instance_keeps_it(ctx: Any) -> None:
+    from model_loaders.tasks import concepts as cc
+    from model_loaders.tasks import everything as ev
+
+    session = _session(ctx)
+    result = ev.collect(ctx, session.image, "sam2.1-hiera-tiny", per_side=6, score_floor=0.0, min_area=0.0)
+    cc.show_everything(session, result)
+    found = session.instances
+    assert found.source == "everything" and len(found.shown) == len(result.masks) > 0
+    smallest = int(np.argmin(result.masks.reshape(len(result.masks), -1).sum(1)))
+    ys, xs = np.nonzero(result.masks[smallest])
+    x, y = float(xs[len(xs) // 2]), float(ys[len(ys) // 2])
+    hit = cc.instance_at(session, x, y)
+    assert hit is not None and result.masks[hit][int(y), int(x)]
+    assert result.masks[hit].sum() <= min(m.sum() for m in result.masks if m[int(y), int(x)])  # the smallest under it
+    cc.keep(session, [hit])
+    assert np.array_equal(session.state.objects[-1].mask, result.masks[hit])
+    assert hit not in session.instances.shown if session.instances else True
+
+
+def test_find_refuses_what_it_cannot_do(ctx: Any) -> None:
+    from model_loaders.tasks import concepts as cc
+    from model_loaders.tasks import segment_session as ss
+
+    with pytest.raises(InputError, match="image first"):
+        cc.find(ctx, ss.SegmentSession(), "cat")
+    session = _session(ctx)
+    for text, box, message in (("", False, "classes to find|Type"), (" ;,. ", False, "classes to find|Type"),
+                               ("cat", True, "Draw the example box")):  # fmt: skip
+        with pytest.raises(InputError, match=message):
+            cc.find(ctx, session, text, use_box=box)
+    with pytest.raises(InputError, match="Find something first"):
+        cc.set_threshold(session, 0.3)
+    cc.find(ctx, session, "cat")
+    with pytest.raises(InputError, match="threshold"):
+        cc.set_threshold(session, 3)
+    ss.click(ctx, session, 10, 10, True, True, "sam2.1-hiera-tiny")
+    ss.click(ctx, session, 200, 150, True, True, "sam2.1-hiera-tiny")  # a box drawn: the example
+    cc.find(ctx, session, "", use_box=True, include=True)
+    assert session.instances.names and set(session.instances.names) == {"exemplar"}
+    assert session.state.prompts.box is None  # the box was the example, not an object
+
+
+@pytest.mark.browser
+def test_find_by_words_in_the_segment_tab(page: Any, app_url: str) -> None:
+    from tests.browsing import error_badges, open_tab, pick_example
+
+    page.goto(app_url)
+    open_tab(page, "Segment")
+    pick_example(page, "segment-examples")
+    page.locator("#segment-canvas img").wait_for()
+    page.locator("#segment-words-text input").fill("cat, ear")
+    page.locator("#segment-words-text input").press("Enter")
+    page.locator("#segment-threshold input[type='number']").wait_for()
+    slider = page.locator("#segment-threshold input[type='number']")
+    slider.fill("0")
+    slider.press("Enter")
+    summary = page.locator("#segment-summary")
+    summary.get_by_text("instance(s)").wait_for()
+    toggles = page.locator("#segment-toggles input[type='checkbox']")
+    count = toggles.count()
+    assert count > 1
+    toggles.first.uncheck()
+    summary.get_by_text("1 switched off").wait_for()
+    page.locator("#segment-keep").click()
+    summary.get_by_text(f"{count - 1} kept object(s)").wait_for()
+    assert error_badges(page) == []

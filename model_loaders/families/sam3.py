@@ -4,6 +4,8 @@ SAM 3 is an open-vocabulary instance segmenter, so it implements ``Detector``: t
 types are its concepts, and each detection carries its mask (``sv.Detections.mask``) besides its
 box and score. The image is encoded once per call and its features shared by every concept
 (``vision_embeds``); each concept is one pass of the text encoder and the DETR-style decoder.
+The bundle keeps the last images' features (byte-capped, keyed by the image's content) and every
+concept's text features, so a new prompt on the same image runs only the decoder.
 Everything the task layer does with detections (thresholds re-filtered without a new run, class
 colours, tables, COCO export, Compare's box F1, the Workflow's crops) works unchanged.
 
@@ -13,9 +15,12 @@ Offline: ``random`` builds the checkpoint's architecture at real size (840 M par
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -36,6 +41,9 @@ MASK_FLOOR = 0.05
 MAX_INSTANCES = 50
 MASK_THRESHOLD = 0.5
 EXEMPLAR = "exemplar"  # the name of instances found from exemplar boxes alone
+FEATURE_IMAGES = 2  # images whose vision features are kept (a new prompt on them skips the encoder)
+FEATURE_BYTES = 600 * 2**20  # ... within this many bytes (about 250 MB each at 1008 px in fp32)
+TEXT_FEATURES = 256  # concepts whose text features are kept (a few kB each)
 
 
 def tiny_config(vocab_size: int, bos: int, eos: int, pad: int) -> Any:
@@ -102,6 +110,10 @@ class Sam3Bundle:
     key: str
     device: str
     class_names: tuple[str, ...] = ()
+    _images: OrderedDict[str, tuple[Any, int]] = field(default_factory=OrderedDict, repr=False)
+    _texts: OrderedDict[str, tuple[Any, Any]] = field(default_factory=OrderedDict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    encodes: int = 0  # image encoder passes (a test and the benchmark count them)
 
     @property
     def open_vocabulary(self) -> bool:
@@ -124,9 +136,10 @@ class Sam3Bundle:
         if not image.flags.writeable:
             image = image.copy()
         with timings.stage("preprocess"):
-            inputs = self.processor(images=image, return_tensors="pt")
-            pixel_values = inputs["pixel_values"].to(self.device, self.model.dtype)
-            texts = [self.processor(text="" if c == EXEMPLAR else str(c), return_tensors="pt") for c in classes]
+            pixel_values = None if self._digest(image) in self._images else \
+                self.processor(images=image, return_tensors="pt")["pixel_values"].to(self.device, self.model.dtype)  # fmt: skip
+            texts = [None if c in self._texts else self.processor(text="" if c == EXEMPLAR else str(c), return_tensors="pt")
+                     for c in classes]  # fmt: skip
             extra: dict[str, Any] = {}
             if boxes:
                 prompt = self.processor(images=image, input_boxes=[[list(b[:4]) for b in boxes]],
@@ -135,9 +148,11 @@ class Sam3Bundle:
                          "input_boxes_labels": prompt["input_boxes_labels"].to(self.device)}  # fmt: skip
         boxes, scores, labels, masks = [], [], [], []
         with timings.stage("inference"), torch.inference_mode():
-            vision = self.model.get_vision_features(pixel_values)  # once: shared by every concept
-            outputs = [self.model(vision_embeds=vision, input_ids=t["input_ids"].to(self.device),
-                                  attention_mask=t["attention_mask"].to(self.device), **extra) for t in texts]  # fmt: skip
+            vision = self.vision_features(image, pixel_values)  # once per image: shared by every concept
+            outputs = []
+            for concept, tokens in zip(classes, texts, strict=True):
+                text, mask = self.text_features(concept, tokens)
+                outputs.append(self.model(vision_embeds=vision, text_embeds=text, attention_mask=mask, **extra))
         with timings.stage("postprocess"):
             for index, out in enumerate(outputs):
                 for name in ("pred_masks", "pred_boxes", "pred_logits", "presence_logits"):
@@ -159,6 +174,67 @@ class Sam3Bundle:
             det = make_detections(xyxy, score[keep], np.concatenate(labels)[keep], list(classes))
             det.mask = np.concatenate(masks)[keep] if masks else np.zeros((0, h, w), bool)
         return det
+
+
+    @staticmethod
+    def _digest(image: np.ndarray) -> str:
+        h = hashlib.blake2b(str(image.shape).encode(), digest_size=16)
+        h.update(np.ascontiguousarray(image).data)
+        return h.hexdigest()
+
+    def vision_features(self, image: np.ndarray, pixel_values: Any) -> Any:
+        """The image's vision features: from the bundle's cache, or encoded now (and kept, byte-capped)."""
+        key = self._digest(image)
+        with self._lock:
+            if key in self._images:
+                self._images.move_to_end(key)
+                return self._images[key][0]
+        if pixel_values is None:  # evicted between preprocessing and now: encode again
+            pixel_values = self.processor(images=image, return_tensors="pt")["pixel_values"].to(self.device, self.model.dtype)
+        vision = self.model.get_vision_features(pixel_values)
+        self.encodes += 1
+        size = sum(t.numel() * t.element_size() for t in _tensors(vision))
+        with self._lock:
+            self._images[key] = (vision, size)
+            while len(self._images) > 1 and (len(self._images) > FEATURE_IMAGES or
+                                             sum(n for _, n in self._images.values()) > FEATURE_BYTES):  # fmt: skip
+                self._images.popitem(last=False)
+        return vision
+
+    def text_features(self, concept: str, tokens: Any) -> tuple[Any, Any]:
+        """(text features, attention mask) of one concept: cached per concept, computed once."""
+        with self._lock:
+            if concept in self._texts:
+                self._texts.move_to_end(concept)
+                return self._texts[concept]
+        if tokens is None:
+            tokens = self.processor(text="" if concept == EXEMPLAR else str(concept), return_tensors="pt")
+        mask = tokens["attention_mask"].to(self.device)
+        text = self.model.get_text_features(input_ids=tokens["input_ids"].to(self.device), attention_mask=mask)
+        with self._lock:
+            self._texts[concept] = (text, mask)
+            while len(self._texts) > TEXT_FEATURES:
+                self._texts.popitem(last=False)
+        return text, mask
+
+    def forget(self) -> None:
+        """Drop every cached feature (the bundle is being unloaded)."""
+        with self._lock:
+            self._images.clear()
+            self._texts.clear()
+
+
+def _tensors(value: Any) -> list[Any]:
+    """Every tensor inside a model output (nested tuples and lists included)."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict) or hasattr(value, "values"):
+        return [t for v in value.values() for t in _tensors(v)]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _tensors(v)]
+    return []
 
 
 def load(spec: ModelSpec, settings: LoadSettings) -> Sam3Bundle:

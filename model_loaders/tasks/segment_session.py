@@ -4,6 +4,8 @@ Points (include / exclude) and a box (two clicks) prompt the model; the candidat
 with their predicted IoU; "new object" keeps the shown mask and starts a new prompt set;
 undo / redo / clear work on the whole prompt state. The image is embedded once per (image,
 model) in the session's bounded `EmbeddingCache`, so later clicks only run the mask decoder.
+`Instances` found in one go (by words with SAM 3, or segment everything) are shown beside them
+until kept as objects, refined with clicks, or dropped (``tasks.concepts``).
 
 Every change goes through the task layer (``tasks.segment``); nothing here runs a model
 directly. A failed decode leaves the session as it was. The session lives in the tab's
@@ -29,7 +31,7 @@ from model_loaders.tasks.base import image_of
 
 log = logging.getLogger(__name__)
 
-MAX_OBJECTS = 32
+MAX_OBJECTS = 64  # a shelf of books found by words fits (SAM 3 keeps at most 50 instances)
 MAX_HISTORY = 200
 SESSION_EMBEDDINGS = 2  # per session: the current image for up to two models
 SESSION_EMBEDDING_BYTES = 160 * 2**20
@@ -59,13 +61,64 @@ class Prompts:
 
 @dataclass(frozen=True)
 class SegObject:
-    """A kept object: its chosen mask and the prompts that made it."""
+    """A kept object: its chosen mask and the prompts that made it.
 
-    logits: np.ndarray = field(repr=False)  # low-resolution logits of the chosen candidate
+    ``logits`` are the low-resolution logits of a clicked candidate (exports upsample them);
+    ``None`` for an instance found by words or segment everything (its working-size mask is resized).
+    """
+
+    logits: np.ndarray | None = field(repr=False)
     mask: np.ndarray = field(repr=False)  # bool at working size
     score: float
     prompts: Prompts
     model: str
+    label: str = "object"
+
+    def at_size(self, size: tuple[int, int]) -> np.ndarray:
+        """The mask at ``size`` = (width, height)."""
+        return mask_at_size(self.logits, size) if self.logits is not None else seg.resize_mask(self.mask, size)
+
+
+@dataclass(frozen=True)
+class Instances:
+    """Instances found in one go on the session's image, shown until kept, refined or dropped.
+
+    Attributes:
+        source: "words" (SAM 3 concepts) or "everything" (a grid of points, SAM 2.1).
+        masks / boxes / scores / names: one per instance, working-image pixels, best first.
+        threshold: instances scoring below it are not shown (re-filtered without a model run).
+        hidden: instances the user switched off.
+    """
+
+    source: str
+    model: str
+    masks: np.ndarray = field(repr=False)
+    boxes: np.ndarray
+    scores: np.ndarray
+    names: tuple[str, ...]
+    threshold: float
+    hidden: frozenset[int] = frozenset()
+    timings: Timings = field(default_factory=Timings, repr=False)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def above(self) -> list[int]:
+        """Instances at or above the threshold (switched on or off)."""
+        return [i for i, s in enumerate(self.scores) if s >= self.threshold]
+
+    @property
+    def shown(self) -> list[int]:
+        """Instances at or above the threshold and switched on."""
+        return [i for i in self.above if i not in self.hidden]
+
+    def label(self, i: int) -> str:
+        """'#3 book 0.91': the instance's number, concept and score."""
+        return f"#{i + 1} {self.names[i]} {self.scores[i]:.2f}"
+
+    def as_object(self, i: int) -> SegObject:
+        """Instance ``i`` as a kept object (its box is its prompt)."""
+        box = tuple(float(v) for v in self.boxes[i])
+        return SegObject(None, self.masks[i], float(self.scores[i]), Prompts(box=box), self.model, self.names[i])  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -105,6 +158,7 @@ class SegmentSession:
         self.model = ""
         self.step: Step | None = None
         self.embeddings = seg.EmbeddingCache(SESSION_EMBEDDINGS, SESSION_EMBEDDING_BYTES)
+        self.instances: Instances | None = None
 
     def __deepcopy__(self, memo: dict[int, Any]) -> SegmentSession:
         # gr.State deep-copies its initial value for each new session: start empty.
@@ -115,6 +169,7 @@ class SegmentSession:
         self.embeddings.clear()
         self.prediction = None
         self.image = None
+        self.instances = None
         self.state = Snapshot()
         self.undo.clear()
         self.redo.clear()
@@ -180,6 +235,7 @@ def set_image(ctx: Any, session: SegmentSession, source: Any) -> SegmentSession:
     session.prediction = None
     session.choice = None
     session.step = None
+    session.instances = None
     return session
 
 
@@ -258,6 +314,7 @@ def clear(session: SegmentSession) -> SegmentSession:
     if session.state != Snapshot():
         session.commit(Snapshot(), None)
     session.step = None
+    session.instances = None
     return session
 
 
@@ -287,13 +344,15 @@ def pick(session: SegmentSession, choice: Any) -> SegmentSession:
 
 
 def current_objects(session: SegmentSession) -> list[SegObject]:
-    """Kept objects plus the shown candidate (if any), in colour order."""
+    """Kept objects, the shown candidate (if any), then the shown instances, in colour order."""
     objects = list(session.state.objects)
     pred, idx = session.prediction, session.selected
     if pred is not None and idx is not None:
         objects.append(
             SegObject(pred.logits[idx], pred.masks[idx], float(pred.scores[idx]), session.state.prompts, session.model)
         )
+    if session.instances is not None:
+        objects.extend(session.instances.as_object(i) for i in session.instances.shown)
     return objects
 
 
@@ -326,7 +385,7 @@ def export(ctx: Any, session: SegmentSession) -> list[str]:
         raise InputError("Nothing to export yet: click on an object first.")
     image = session.image
     size = image.original_size
-    masks = [mask_at_size(o.logits, size) for o in objects]
+    masks = [o.at_size(size) for o in objects]
     union = np.logical_or.reduce(masks)
     original = None
     if image.scale != 1.0 and session.source is not None:
@@ -336,6 +395,7 @@ def export(ctx: Any, session: SegmentSession) -> list[str]:
             log.info("original image no longer readable; cut-out uses the working size")
     if original is None or original.shape[1::-1] != size:
         original = np.asarray(image.pil().resize(size, Image.Resampling.LANCZOS)) if image.scale != 1.0 else image.array
+    names = list(dict.fromkeys(o.label for o in objects))  # COCO categories: "object" for clicks, concepts by name
     out = ctx.outputs.new_dir("segment")
     mask_path, cut_path, json_path = out / "mask.png", out / "cutout.png", out / "objects_coco_rle.json"
     Image.fromarray(np.where(union, 255, 0).astype(np.uint8), mode="L").save(mask_path, optimize=False)
@@ -343,9 +403,10 @@ def export(ctx: Any, session: SegmentSession) -> list[str]:
     doc = {
         "info": {"description": "Vision Playground masks", "weights": ctx.settings.weights},
         "images": [{"id": 1, "width": size[0], "height": size[1]}],
-        "categories": [{"id": 1, "name": "object"}],
+        "categories": [{"id": i + 1, "name": name} for i, name in enumerate(names)],
         "annotations": [
-            seg.coco_annotation(i + 1, m, o.score, model=o.model, prompts=prompts_in_original(image, o.prompts))
+            seg.coco_annotation(i + 1, m, o.score, category_id=names.index(o.label) + 1, model=o.model,
+                                prompts=prompts_in_original(image, o.prompts))  # fmt: skip
             for i, (o, m) in enumerate(zip(objects, masks, strict=False))
         ],
     }
