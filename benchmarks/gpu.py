@@ -23,6 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -182,26 +183,41 @@ def main() -> None:
             import torch
 
             name = torch.cuda.get_device_name(0)
-        first, cached = segment_clicks(ctx, photo, max(1, repeats // 3))
-        rows.append((f"Segment click ({SEGMENT}) via gradio_client", f"first {first:,.0f} ms, cached {cached:,.0f} ms",
-                     f"cached/first {cached / first:.2f}"))  # fmt: skip
-        for task, key in (("depth", DEPTH), ("detect", DETECT)):
-            handler, forward = handler_vs_forward(ctx, photo, task, key, repeats)
-            rows.append((f"{task.capitalize()} handler vs raw forward ({key}, {ctx.settings.dtype_name(ctx.spec(key))})",
-                         f"handler {handler:,.1f} ms, forward {forward:,.1f} ms",
-                         f"handler/forward {handler / forward:.2f}"))  # fmt: skip
-        ctx.cache.evict_unpinned()
-        from batching import measure
+        def segment_row() -> None:
+            first, cached = segment_clicks(ctx, photo, max(1, repeats // 3))
+            rows.append((f"Segment click ({SEGMENT}) via gradio_client", f"first {first:,.0f} ms, cached {cached:,.0f} ms",
+                         f"cached/first {cached / first:.2f}"))  # fmt: skip
 
-        users, calls = (2, 1) if args.quick else (8, 3)
-        opts = argparse.Namespace(device=args.device, model="depth-anything-v2-small", users=users, calls=calls)
-        without = measure(1, opts, photo)
-        with_ = measure(8, opts, photo)
-        rows.append((f"{opts.users} concurrent Depth users ({opts.model})",
-                     f"{without['calls_per_s']:.2f} -> {with_['calls_per_s']:.2f} calls/s",
-                     f"batched/unbatched {with_['calls_per_s'] / without['calls_per_s']:.2f}x"))  # fmt: skip
-        for key, mb in peak_memory(args.weights, args.device, photo).items():
-            rows.append((f"Peak memory: {key}", f"{mb:,.0f} MB", ""))
+        def forward_rows() -> None:
+            for task, key in (("depth", DEPTH), ("detect", DETECT)):
+                handler, forward = handler_vs_forward(ctx, photo, task, key, repeats)
+                rows.append((f"{task.capitalize()} handler vs raw forward ({key}, {ctx.settings.dtype_name(ctx.spec(key))})",
+                             f"handler {handler:,.1f} ms, forward {forward:,.1f} ms",
+                             f"handler/forward {handler / forward:.2f}"))  # fmt: skip
+            ctx.cache.evict_unpinned()
+
+        def batching_row() -> None:
+            from batching import measure
+
+            users, calls = (2, 1) if args.quick else (8, 3)
+            opts = argparse.Namespace(device=args.device, model="depth-anything-v2-small", users=users, calls=calls)
+            without = measure(1, opts, photo)
+            with_ = measure(8, opts, photo)
+            rows.append((f"{opts.users} concurrent Depth users ({opts.model})",
+                         f"{without['calls_per_s']:.2f} -> {with_['calls_per_s']:.2f} calls/s",
+                         f"batched/unbatched {with_['calls_per_s'] / without['calls_per_s']:.2f}x"))  # fmt: skip
+
+        def memory_rows() -> None:
+            for key, mb in peak_memory(args.weights, args.device, photo).items():
+                rows.append((f"Peak memory: {key}", f"{mb:,.0f} MB", ""))
+
+        # One row failing (a first run on a new machine) is printed and the others still run.
+        for row in (segment_row, forward_rows, batching_row, memory_rows):
+            try:
+                row()
+            except Exception as exc:  # noqa: BLE001 - reported in the table, traceback on stderr
+                traceback.print_exc()
+                rows.append((row.__name__, f"failed: {type(exc).__name__}: {str(exc)[:60]}", ""))
     print(f"\nGPU benchmark on {name}, {args.weights} weights\n")
     width = max(len(r[0]) for r in rows) + 2
     print(f"{'measure':{width}}{'value':42}ratio")

@@ -236,6 +236,9 @@ def api_payload(ctx: AppContext, cmp: Comparison) -> dict[str, Any]:
         "models": models,
         "agreement": {"metric": METRIC_NAMES[cmp.task] or None, "matrix": clean(cmp.matrix),
                       "abs_rel": clean(cmp.abs_rel)},  # fmt: skip
+        "mask_checks": [{"model": c.key, "segmenter": c.segmenter, "metric": "mask IoU, box-prompted",
+                         "mean": None if math.isnan(c.mean) else round(c.mean, 4),
+                         "ious": [round(v, 4) for v in c.ious]} for c in cmp.mask_checks],  # fmt: skip
         "notes": cmp.notes,
     }
 

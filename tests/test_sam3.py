@@ -69,9 +69,21 @@ def test_the_detect_endpoint_returns_masks_at_the_original_size(client: Any) -> 
 
 
 def test_sam3_next_to_detectors_in_compare(ctx: Any) -> None:
+    from model_loaders.tasks import agreement
+    from model_loaders.tasks import segment as seg
+
     result = tc.compare(ctx, CAT, "detect", ["sam3", "owlv2-base"], "cat", 0.0, "")
     assert [r.ok for r in result.runs] == [True, True], [r.error for r in result.runs]
     assert result.matrix is not None and result.matrix.shape == (2, 2)
+    # SAM 2.1 prompted with SAM 3's boxes: one IoU per instance, the mean in a note
+    [check] = result.mask_checks
+    det = result.runs[0].result
+    assert check.key == "sam3" and len(check.ious) == min(len(det), tc.MASK_CHECK_MAX) > 0
+    embedding, _ = seg.embed(ctx, result.image, check.segmenter)
+    first = seg.decode(ctx, embedding, [], [], tuple(float(v) for v in det.xyxy[0]), False)
+    assert check.ious[0] == pytest.approx(agreement.mask_iou(first.masks[first.best], det.mask[0]))
+    assert any("mean mask IoU" in n and f"{check.mean:.2f}" in n for n in result.notes)
+    assert tc.compare(ctx, CAT, "detect", ["owlv2-base", "grounding-dino-tiny"], "cat", 0.0, "").mask_checks == []
 
 
 def test_bad_concepts_and_gating(ctx: Any) -> None:

@@ -515,12 +515,12 @@ def _detect_gdino(bundle: DetectorBundle, image: np.ndarray, classes: list[str],
         cols = []
         for toks in token_sets:
             toks = [t for t in toks if t < probs.shape[1]]
-            cols.append(probs[:, toks].max(dim=-1).values if toks else torch.zeros(probs.shape[0]))
+            cols.append(probs[:, toks].max(dim=-1).values if toks else probs.new_zeros(probs.shape[0]))
         per_class = torch.stack(cols, dim=-1)
         scores, labels = per_class.max(dim=-1)
         cx, cy, bw, bh = outputs.pred_boxes[0].float().unbind(-1)
         boxes = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], dim=-1)
-        boxes = boxes * torch.tensor([w, h, w, h], dtype=boxes.dtype)
+        boxes = boxes * torch.tensor([w, h, w, h], dtype=boxes.dtype, device=boxes.device)
         meta = {"open_vocabulary": True, "dropped_classes": [c for c, t in zip(classes, token_sets, strict=True) if not t]}
         det = make_detections(_clip(boxes.cpu().numpy(), w, h), scores.cpu().numpy(), labels.cpu().numpy(), classes, meta)
         return keep_top(det)

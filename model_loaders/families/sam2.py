@@ -239,7 +239,7 @@ class Sam2Bundle:
                              input_labels=inputs["input_labels"].to(self.device))  # fmt: skip
             scores = out.iou_scores[0].float()  # (N, 3)
             best = scores.argmax(dim=1)
-            logits = out.pred_masks[0].float()[torch.arange(len(points)), best]  # (N, h', w')
+            logits = out.pred_masks[0].float()[torch.arange(len(points), device=best.device), best]  # (N, h', w')
             masks = upscale_logits(logits, (w, h))
         return masks.cpu().numpy(), scores.max(dim=1).values.cpu().numpy()
 

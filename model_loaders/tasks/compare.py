@@ -130,6 +130,43 @@ class Comparison:
     matrix: np.ndarray | None = None
     abs_rel: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
+    mask_checks: list[MaskCheck] = field(default_factory=list)
+
+
+@dataclass
+class MaskCheck:
+    """A detector with masks (SAM 3) against SAM 2.1 prompted with its boxes: do the masks agree?
+
+    Attributes:
+        key: the model whose masks are checked; ``segmenter``: the SAM 2.1 model prompted.
+        ious: one mask IoU per instance (its mask vs SAM 2.1's mask from its box).
+    """
+
+    key: str
+    segmenter: str
+    ious: list[float]
+
+    @property
+    def mean(self) -> float:
+        """Mean mask IoU (NaN with no instance)."""
+        return float(np.mean(self.ious)) if self.ious else float("nan")
+
+
+MASK_CHECK_MAX = 20  # instances prompted into SAM 2.1 per model (best first)
+
+
+def mask_check(ctx: Any, decoded: DecodedImage, run: ModelRun, segmenter: str) -> MaskCheck:
+    """SAM 2.1 prompted with each of ``run``'s boxes (one encoding), each mask compared with the run's own."""
+    det = run.result
+    timings = Timings()
+    embedding, _ = segment_task.embed(ctx, decoded, segmenter, None, timings)
+    ious = []
+    for box, mask in list(zip(det.xyxy, det.mask, strict=True))[:MASK_CHECK_MAX]:
+        if box[2] - box[0] < 1 or box[3] - box[1] < 1:
+            continue
+        pred = segment_task.decode(ctx, embedding, [], [], tuple(float(v) for v in box), False, timings)
+        ious.append(agreement.mask_iou(pred.masks[pred.best], mask))
+    return MaskCheck(run.key, segmenter, ious)
 
 
 def model_keys(value: Any) -> list[str]:
@@ -303,6 +340,7 @@ def compare(
     notes += [f"{s.name}: {r.error}" for s, r in zip(specs, runs, strict=True) if not r.ok]
     cmp = Comparison(task, specs, runs, decoded, pts, matrix, abs_rel, notes)
     if task == "detect":
+        _check_masks(ctx, cmp)
         notes += [f"{specs[i].name} and {specs[j].name} found no boxes: there is nothing to agree on "
                   "(lower the confidence or name other classes)."
                   for i in range(len(specs)) for j in range(i + 1, len(specs)) if both_empty(cmp, i, j)]  # fmt: skip
@@ -313,3 +351,24 @@ def both_empty(cmp: Comparison, i: int, j: int) -> bool:
     """True when models ``i`` and ``j`` of a detect comparison both ran and found no boxes."""
     a, b = cmp.runs[i], cmp.runs[j]
     return cmp.task == "detect" and usable(a, "detect") and usable(b, "detect") and len(a.result) == 0 == len(b.result)
+
+
+def _check_masks(ctx: Any, cmp: Comparison) -> None:
+    """For each run with masks (SAM 3): SAM 2.1 on its boxes, mean mask IoU as a note (skipped, said why,
+    when no SAM 2.1 model can run here)."""
+    from model_loaders.core.registry import DEFAULTS
+
+    with_masks = [r for r in cmp.runs if usable(r, "detect") and getattr(r.result, "mask", None) is not None and len(r.result)]
+    if not with_masks:
+        return
+    segmenter = DEFAULTS["segment"]
+    for run in with_masks:
+        try:
+            check = mask_check(ctx, cmp.image, run, segmenter)
+        except (InputError, ModelUnavailable) as exc:
+            cmp.notes.append(f"Masks not checked against {segmenter}: {exc}")
+            return
+        cmp.mask_checks.append(check)
+        name = ctx.spec(run.key).name
+        cmp.notes.append(f"{name}'s masks vs {ctx.spec(segmenter).name} prompted with {name}'s boxes: mean mask IoU "
+                         f"{check.mean:.2f} over {len(check.ious)} instance(s).")  # fmt: skip
