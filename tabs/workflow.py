@@ -103,6 +103,8 @@ def build(ctx: AppContext) -> None:
                                    render=False)  # fmt: skip
             padding = gr.Slider(0, wf.MAX_PADDING, value=DEFAULT_PADDING, step=1, label="③ Crop padding (pixels)",
                                 elem_id="workflow-padding", render=False)  # fmt: skip
+            masked = gr.Checkbox(False, label="③ Masked crops: grey out the background (detectors with masks, e.g. SAM 3)",
+                                 elem_id="workflow-masked", render=False)  # fmt: skip
             vlm_pick = model_picker(ctx, "ask", default=WORKFLOW_DEFAULTS["ask"], where=lambda s: s.accepts("question"),
                                     label="④ VLM", filterable=True, elem_id="workflow-vlm", render=False)  # fmt: skip
             vlm = vlm_pick.dropdown
@@ -119,6 +121,7 @@ def build(ctx: AppContext) -> None:
                 classes.render()
                 confidence.render()
                 padding.render()
+                masked.render()
                 vlm_pick.render()
                 preset.render()
                 schema.render()
@@ -154,8 +157,8 @@ def build(ctx: AppContext) -> None:
         return replace(run, rows=wf.apply_table_edits(run.rows, values or [], run.schema))
 
     @user_errors
-    def on_run(img: Any, det: Any, cls: Any, conf: Any, pad: Any, model: Any, sch: Any) -> tuple[Any, ...]:
-        run = run_workflow(ctx, img, det, cls, conf, pad, model, sch)
+    def on_run(img: Any, det: Any, cls: Any, conf: Any, pad: Any, model: Any, sch: Any, mask: Any) -> tuple[Any, ...]:
+        run = run_workflow(ctx, img, det, cls, conf, pad, model, sch, mask)
         return (*views(ctx, run), run, None)
 
     @user_errors
@@ -179,7 +182,8 @@ def build(ctx: AppContext) -> None:
         return wf.schema_json(PRESETS.get(str(name), wf.BOOK_SCHEMA))
 
     @user_errors
-    def workflow(image: Any, detector: Any, classes: Any, confidence: Any, padding: Any, vlm: Any, schema: Any) -> dict[str, Any]:
+    def workflow(image: Any, detector: Any, classes: Any, confidence: Any, padding: Any, vlm: Any, schema: Any,
+                 masked_background: Any) -> dict[str, Any]:  # fmt: skip
         """Detect objects, crop each one, ask a VLM for JSON that matches a schema, and validate it.
 
         Args:
@@ -190,20 +194,22 @@ def build(ctx: AppContext) -> None:
             padding: pixels added around each box before cropping (0 to 256).
             vlm: the chat VLM's registry key, e.g. qwen3-vl-2b.
             schema: the JSON Schema of one answer (an object with properties; they become the columns).
+            masked_background: true to grey out each crop's background where the detector gives
+                masks (sam3); boxes-only detectors keep it.
 
         Returns:
             The run info and one row per kept detection: box and crop box (image pixels), parsed
             fields, a validity flag, the error and the raw VLM text.
         """
-        return run_workflow(ctx, image, detector, classes, confidence, padding, vlm, schema).payload()
+        return run_workflow(ctx, image, detector, classes, confidence, padding, vlm, schema, masked_background).payload()
 
-    def check_run(img: Any, det: Any, cls: Any, conf: Any, pad: Any, model: Any, sch: Any) -> dict[str, str | None]:
+    def check_run(img: Any, det: Any, cls: Any, conf: Any, pad: Any, model: Any, sch: Any, mask: Any) -> dict[str, str | None]:
         found = wf.problems(ctx, det, cls, model, sch)
         return {"img": no_image(img), "det": found.get("detector"), "cls": found.get("classes"),
                 "model": found.get("vlm"), "sch": found.get("schema")}  # fmt: skip
 
     view = [annotated, crops, table, status]
-    inputs = [image, detector, classes, confidence, padding, vlm, schema]
+    inputs = [image, detector, classes, confidence, padding, vlm, schema, masked]
     long = model_event(ctx, "long", status)
 
     def rerun_jobs(run: WorkflowRun | None, *rest: Any) -> list[GpuJob]:
@@ -211,7 +217,7 @@ def build(ctx: AppContext) -> None:
 
     def run_example() -> WorkflowRun:
         books, det, cls, _ = EXAMPLES[0]
-        return run_workflow(ctx, books, det, cls, confidence.value, padding.value, vlm.value, schema.value)
+        return run_workflow(ctx, books, det, cls, confidence.value, padding.value, vlm.value, schema.value, masked.value)
 
     first_view(ctx, [image, *view, state], run_example, lambda run: (EXAMPLES[0][0], *views(ctx, run), run))
     guard_upload(ctx, image)

@@ -286,3 +286,23 @@ def test_find_by_words_in_the_segment_tab(page: Any, app_url: str) -> None:
     page.locator("#segment-keep").click()
     summary.get_by_text(f"{count - 1} kept object(s)").wait_for()
     assert error_badges(page) == []
+
+
+def test_workflow_masked_crops_show_only_the_object(ctx: Any) -> None:
+    from model_loaders.tasks import workflow as wf
+
+    schema = wf.schema_json(wf.BOOK_SCHEMA)
+    run = wf.run_workflow(ctx, CAT, "sam3", "cat", 0.0, 8, "qwen2.5-vl-3b", schema, True, max_new_tokens=2)
+    assert run.rows and run.detections.mask is not None
+    image = run.image.array
+    for row, mask in zip(run.rows, run.detections.mask, strict=False):
+        x1, y1, x2, y2 = row.crop_box
+        inside = mask[y1:y2, x1:x2]
+        assert row.crop.shape[:2] == inside.shape
+        assert np.array_equal(row.crop[inside], image[y1:y2, x1:x2][inside])  # the object as it is
+        assert np.all(row.crop[~inside] == wf.MASK_FILL)  # its surroundings grey
+    plain = wf.run_workflow(ctx, CAT, "sam3", "cat", 0.0, 8, "qwen2.5-vl-3b", schema, False, max_new_tokens=2)
+    x1, y1, x2, y2 = plain.rows[0].crop_box
+    assert np.array_equal(plain.rows[0].crop, image[y1:y2, x1:x2])
+    boxes_only = wf.run_workflow(ctx, CAT, "owlv2-base", "cat", 0.0, 8, "qwen2.5-vl-3b", schema, True, max_new_tokens=2)
+    assert any("boxes only" in n for n in boxes_only.notes)

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 MAX_FIELDS = 24
 MAX_CELL_CHARS = 10_000
 MERGE_IOU = 0.5
+MASK_FILL = (128, 128, 128)  # a masked crop's background: flat grey, no edges for the VLM to read
 
 # The seed article's book inventory: the shared "book" preset (title, author, publisher).
 BOOK_SCHEMA: dict[str, Any] = copy.deepcopy(PRESETS["book"])
@@ -196,8 +197,12 @@ def padded_box(box: Sequence[float], padding: int, width: int, height: int) -> t
     )
 
 
-def crop(image: np.ndarray, box: Sequence[float], padding: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+def crop(image: np.ndarray, box: Sequence[float], padding: int,
+         mask: np.ndarray | None = None) -> tuple[np.ndarray, tuple[int, int, int, int]]:  # fmt: skip
     """The crop of ``image`` (H, W, 3) for ``box`` plus ``padding``, and the crop's box.
+
+    With ``mask`` (bool, the image's size) the pixels outside it are a flat grey: the VLM reads
+    only the object, not its neighbours that a box also holds (a tilted book, a stack).
 
     Raises:
         InputError: when the clipped box is empty (a box entirely outside the image).
@@ -206,7 +211,11 @@ def crop(image: np.ndarray, box: Sequence[float], padding: int) -> tuple[np.ndar
     cb = padded_box(box, padding, w, h)
     if cb[2] <= cb[0] or cb[3] <= cb[1]:
         raise InputError(f"Box {tuple(round(float(v), 1) for v in box)} lies outside the image.")
-    return np.ascontiguousarray(image[cb[1] : cb[3], cb[0] : cb[2]]), cb
+    pixels = np.ascontiguousarray(image[cb[1] : cb[3], cb[0] : cb[2]])
+    if mask is not None:
+        inside = mask[cb[1] : cb[3], cb[0] : cb[2]]
+        pixels = np.where(inside[..., None], pixels, np.asarray(MASK_FILL, np.uint8)).astype(np.uint8)
+    return pixels, cb
 
 
 # --------------------------------------------------------------------------------------------
@@ -297,14 +306,16 @@ def ask_row(row: ResultRow, ask: Callable[[np.ndarray], str], schema: dict[str, 
     )
 
 
-def make_rows(image: np.ndarray, det: Any, padding: int) -> list[ResultRow]:
-    """One row (with its crop) per detection, before any VLM call."""
+def make_rows(image: np.ndarray, det: Any, padding: int, masked: bool = False) -> list[ResultRow]:
+    """One row (with its crop) per detection, before any VLM call; ``masked``: the background of
+    each crop greyed out where the detector gave masks."""
     names = det.data.get("class_name") if hasattr(det, "data") else None
+    masks = getattr(det, "mask", None) if masked else None
     rows: list[ResultRow] = []
     for i in range(len(det)):
         box = tuple(float(v) for v in det.xyxy[i])
         try:
-            pixels, cb = crop(image, box, padding)
+            pixels, cb = crop(image, box, padding, None if masks is None else masks[i])
         except InputError:
             log.info("skipping box %s outside the image", box)
             continue
@@ -330,6 +341,7 @@ def run_pipeline(
     merge_iou: float = MERGE_IOU,
     max_crops: int = 32,
     workers: int = 1,
+    masked: bool = False,
 ) -> tuple[Any, list[ResultRow]]:
     """Merge duplicates, crop, ask the VLM about each crop, validate.
 
@@ -342,6 +354,7 @@ def run_pipeline(
         merge_iou: IoU at which two boxes are one object.
         max_crops: most crops sent to the VLM (most confident first); each is one VLM call.
         workers: crops asked about at once (a serving engine batches them; a local model: 1).
+        masked: grey out each crop's background where ``det`` has masks (SAM 3).
 
     Returns:
         ``(kept detections, rows)``: one row per kept detection.
@@ -349,7 +362,7 @@ def run_pipeline(
     kept = merge_duplicates(det, merge_iou)
     if len(kept) > max_crops:
         kept = kept[np.arange(max_crops)]
-    rows = make_rows(image, kept, padding)
+    rows = make_rows(image, kept, padding, masked)
     if workers <= 1 or len(rows) <= 1:
         return kept, [ask_row(r, ask, schema) for r in rows]
     from concurrent.futures import ThreadPoolExecutor
@@ -626,8 +639,10 @@ def problems(ctx: Any, detector: Any, classes: Any, vlm: Any, schema_text: Any) 
 
 
 def run_workflow(ctx: Any, image: Any, detector: Any, classes: Any, confidence: Any, padding: Any, vlm: Any,
-                 schema_text: Any, max_new_tokens: int = MAX_NEW_TOKENS) -> WorkflowRun:  # fmt: skip
+                 schema_text: Any, masked: Any = False, max_new_tokens: int = MAX_NEW_TOKENS) -> WorkflowRun:  # fmt: skip
     """Validate everything, detect, merge, crop, ask the VLM about each crop and validate.
+
+    ``masked``: crops show only the object where the detector gives masks (SAM 3), the rest grey.
 
     Raises:
         InputError: bad image, model choice, classes, numbers or schema (before any model loads).
@@ -659,8 +674,10 @@ def run_workflow(ctx: Any, image: Any, detector: Any, classes: Any, confidence: 
         unique = len(merge_duplicates(det))
         merged = len(det) - unique
         workers = getattr(backend_for(ctx, vlm_spec, "ask"), "concurrency", 1)  # an engine batches crops
+        if masked is True and det.mask is None:
+            notes.append(f"{det_spec.name} gives boxes only: the crops keep their background (SAM 3 gives masks).")
         kept, rows = run_pipeline(decoded.array, det, _asker(ctx, vlm_spec.key, schema, vlm_t, max_new_tokens), schema,
-                                  pad, workers=workers)  # fmt: skip
+                                  pad, workers=workers, masked=masked is True)  # fmt: skip
         if unique > len(rows):
             notes.append(f"Only the {len(rows)} most confident detections were read.")
     if merged:
