@@ -41,6 +41,7 @@ TITLE = "Segment"
 INCLUDE, EXCLUDE = "Include (+)", "Exclude (−)"
 POINT_MODE, BOX_MODE = "Point", "Box (2 clicks)"
 EMPTY = "Upload an image or pick an example, then click on the object you want."
+CUTOUT_PREVIEW = 400  # px, the cut-out preview's long side (its box is 220 px tall)
 STATE_TTL_S = 1800  # a session's embeddings and masks go at the latest 30 min after its last event
 
 
@@ -56,6 +57,18 @@ def step_line(ctx: AppContext, session: ss.SegmentSession) -> str:
         return f"⚠️ {ctx.weights_warning}" if ctx.weights_warning else ""
     encode = "encode: cached" if step.encoded_ms is None else f"encode {step.encoded_ms:,.0f} ms"
     return timing_line(ctx, step.timings, lead=[encode, f"decode {step.decode_ms:,.0f} ms"], stages=False)
+
+
+def cutout_preview(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The cut-out shown in the tab, at most `CUTOUT_PREVIEW` px long: a full-size RGBA PNG took
+    ~300 ms to encode on every click (measured), more than the click itself. Downloads are full size."""
+    scale = CUTOUT_PREVIEW / max(image.shape[:2])
+    if scale >= 1:
+        return ss.cutout(image, mask)
+    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+    small = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
+    alpha = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.Resampling.BILINEAR)) > 127
+    return ss.cutout(small, alpha)
 
 
 def instance_panel(session: ss.SegmentSession) -> tuple[Any, ...]:
@@ -110,7 +123,7 @@ def render(ctx: AppContext, session: ss.SegmentSession) -> tuple[Any, ...]:
             m = np.asarray(Image.fromarray(pred.masks[i]).resize(thumb_size, Image.Resampling.NEAREST))
             gallery.append((draw.masks(small, [m], colour), label))
             choices.append((label, i))
-    cut = ss.cutout(base, np.logical_or.reduce([o.mask for o in objects])) if objects else None
+    cut = cutout_preview(base, np.logical_or.reduce([o.mask for o in objects])) if objects else None
     notes = "; ".join(session.image.notes)
     summary = (
         f"{len(p.points)} point(s){' + box' if p.box else ''}{' · box: click the opposite corner' if p.corner else ''}"
@@ -122,7 +135,8 @@ def render(ctx: AppContext, session: ss.SegmentSession) -> tuple[Any, ...]:
     hint = "" if p.ready or objects else " · click on the object you want"
     if session.instances is not None:
         summary = f"{instance_line(session.instances)}  \n{summary}"
-        line = timing_line(ctx, session.instances.timings, stages=False)
+        found = session.instances
+        line = timing_line(ctx, found.timings, lead=[f"{len(found.scores)} {'masks' if found.source == 'everything' else 'instances'} found"])
     else:
         line = step_line(ctx, session)
     return (session, canvas, shown, picker, cut, line, summary + hint, None, *instance_panel(session))

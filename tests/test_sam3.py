@@ -306,3 +306,30 @@ def test_workflow_masked_crops_show_only_the_object(ctx: Any) -> None:
     assert np.array_equal(plain.rows[0].crop, image[y1:y2, x1:x2])
     boxes_only = wf.run_workflow(ctx, CAT, "owlv2-base", "cat", 0.0, 8, "qwen2.5-vl-3b", schema, True, max_new_tokens=2)
     assert any("boxes only" in n for n in boxes_only.notes)
+
+
+def test_our_post_processing_keeps_what_transformers_would(ctx: Any) -> None:
+    """`Sam3Bundle._instances` (top instances first, bool masks) against transformers' own
+    post-processing of the same outputs, best first."""
+    import torch
+    from PIL import Image
+
+    from model_loaders.families import sam3
+
+    image = np.asarray(Image.open(CAT["path"]).convert("RGB"))
+    h, w = image.shape[:2]
+    with ctx.use(KEY) as bundle, torch.inference_mode():
+        pixels = bundle.processor(images=image, return_tensors="pt")["pixel_values"]
+        outs = [bundle.model(pixel_values=pixels, **bundle.processor(text=t, return_tensors="pt")) for t in ("cat", "ear")]
+        ours = bundle._instances(outs, (h, w), ["cat", "ear"])
+        theirs = [bundle.processor.post_process_instance_segmentation(o, threshold=sam3.MASK_FLOOR,
+                  mask_threshold=sam3.MASK_THRESHOLD, target_sizes=[(h, w)])[0] for o in outs]  # fmt: skip
+    scores = torch.cat([t["scores"] for t in theirs])
+    order = torch.argsort(scores, descending=True, stable=True)[: sam3.MAX_INSTANCES]
+    masks = torch.cat([t["masks"] for t in theirs])[order].bool().numpy()
+    boxes = torch.cat([t["boxes"] for t in theirs])[order].numpy()
+    boxes[:, [0, 2]], boxes[:, [1, 3]] = boxes[:, [0, 2]].clip(0, w), boxes[:, [1, 3]].clip(0, h)
+    assert len(ours) == len(order) > 0
+    np.testing.assert_allclose(ours.confidence, scores[order].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(ours.xyxy, boxes, rtol=1e-5, atol=1e-3)
+    assert np.array_equal(ours.mask, masks)

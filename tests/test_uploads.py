@@ -39,7 +39,8 @@ ENDPOINTS: dict[str, list[Any]] = {
     "detect": [None, "rf-detr-nano", 0.25, 0.7, ""],
     "ask": [None, "florence-2-base", "<CAPTION>", ""],
     "compare": [None, "depth", "depth-anything-v2-small,depth-anything-v2-metric-indoor-small", "", 0.3, ""],
-    "workflow": [None, "rf-detr-nano", "", 0.3, 8, "qwen2.5-vl-3b", '{"type": "object", "properties": {"t": {"type": "string"}}}'],
+    "workflow": [None, "rf-detr-nano", "", 0.3, 8, "qwen2.5-vl-3b", '{"type": "object", "properties": {"t": {"type": "string"}}}',
+                 False],
 }
 
 

@@ -251,7 +251,7 @@ def prepare(bundle: DepthBundle, image_rgb: np.ndarray, timings: Timings) -> Any
     with timings.stage("preprocess"):
         if not image_rgb.flags.writeable:  # torch.from_numpy warns on read-only arrays
             image_rgb = image_rgb.copy()
-        inputs = bundle.processor(images=image_rgb, return_tensors="pt")
+        inputs = bundle.processor(images=image_rgb, device=bundle.device, return_tensors="pt")  # resized on the GPU there
         return inputs["pixel_values"].to(bundle.device, bundle.dtype)
 
 

@@ -419,7 +419,7 @@ def _detect_closed(bundle: DetectorBundle, image: np.ndarray, timings: Timings) 
 def _prepare_closed(bundle: DetectorBundle, image: np.ndarray, timings: Timings) -> dict[str, Any]:
     """A closed-set detector's input for one image (batch size 1, on the model's device)."""
     with timings.stage("preprocess"):
-        return _to_device(bundle.processor(images=image, return_tensors="pt"), bundle)
+        return _to_device(bundle.processor(images=image, device=bundle.device, return_tensors="pt"), bundle)
 
 
 def _forward_closed(bundle: DetectorBundle, inputs: list[dict[str, Any]]) -> list[Any]:

@@ -177,7 +177,7 @@ class Sam2Bundle:
         start = time.perf_counter()
         if not image.flags.writeable:  # decoded images are read-only; torch.from_numpy warns on those
             image = image.copy()
-        inputs = self.processor(images=image, return_tensors="pt")
+        inputs = self.processor(images=image, device=self.device, return_tensors="pt")  # resized on the GPU there
         pixel_values = inputs["pixel_values"].to(self.device, dtype=self.model.dtype)
         with torch.inference_mode():
             features = self.model.get_image_embeddings(pixel_values)
