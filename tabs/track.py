@@ -73,7 +73,8 @@ def status_line(ctx: AppContext, session: tt.TrackSession, frame: int) -> str:
     if session.video is None:
         return EMPTY
     n = session.frames
-    parts = [f"frame {frame} of {n - 1}", f"{len(session.prompts)} click(s)", f"{len(session.results)} of {n} frames tracked"]
+    how = f"by words: {', '.join(session.concepts)}" if session.concepts else f"{len(session.prompts)} click(s)"
+    parts = [f"frame {frame} of {n - 1}", how, f"{len(session.results)} of {n} frames tracked"]
     if session.stale and session.results:
         parts.append("clicks changed since tracking: press **Track** again")
     guess = tt.estimate_seconds(session, n)
@@ -108,7 +109,8 @@ def build(ctx: AppContext) -> None:
         "Follow objects through a video with SAM 2.1: open a clip, click an object on any frame (several "
         f"objects, up to {tt.MAX_OBJECTS}, each its own colour), then **Track** forwards, backwards or both. Click "
         "again on a later frame to correct it and track again. Downloads: the tracked video, every mask "
-        "as COCO RLE (JSON) and as PNGs, at the original size."
+        "as COCO RLE (JSON) and as PNGs, at the original size. Or name what to follow (*Track by words*, SAM 3): "
+        "every instance is found and tracked forward, new ones as they appear."
         + (" **Video tracking is a GPU feature:** on this CPU each frame takes a while; the run time is "
            "estimated from your first click before anything long starts." if cpu else ""),
         elem_classes=["intro"],
@@ -122,7 +124,7 @@ def build(ctx: AppContext) -> None:
                 first = gr.Number(0, label="First frame", precision=0, minimum=0, elem_id="track-first")
                 last = gr.Number(0, label="Last frame (0: the end)", precision=0, minimum=0, elem_id="track-last")
             open_btn = gr.Button("Open video", variant="primary", elem_id="track-open")
-            model = model_picker(ctx, "track", elem_id="track-model").dropdown
+            model = model_picker(ctx, "track", where=lambda spec: spec.accepts("points"), elem_id="track-model").dropdown
             obj = gr.Radio(["Object 1"], value="Object 1", label="Object (clicks go to this one)", elem_id="track-object")
             with gr.Row():
                 new_name = gr.Textbox(label="New object's name", placeholder="e.g. cup", max_lines=1, scale=2,
@@ -136,6 +138,10 @@ def build(ctx: AppContext) -> None:
             with gr.Row():
                 track_btn = gr.Button("Track", variant="primary", elem_id="track-run")
                 stop_btn = gr.Button("Stop", elem_id="track-stop")
+            with gr.Row():
+                words = gr.Textbox(label="…or Track by words (SAM 3): every instance, forward", placeholder="cup, pan",
+                                   max_lines=1, scale=3, elem_id="track-words")  # fmt: skip
+                words_btn = gr.Button("Find and track", scale=1, min_width=100, elem_id="track-words-run")
         with gr.Column(scale=3):
             frame = gr.Slider(0, 1, value=0, step=1, label="Frame", elem_id="track-frame")
             canvas = gr.Image(label="Click the object to track", interactive=False, format="jpeg",
@@ -223,6 +229,28 @@ def build(ctx: AppContext) -> None:
         yield (s, frame_view(s, f), status_line(ctx, s, f), gr.Slider(value=f), str(mp4), confidence_plot(s),
                [str(doc), str(pngs), str(mp4)])  # fmt: skip
 
+    @user_errors
+    def on_words(s: tt.TrackSession, text: Any, request: gr.Request) -> Iterator[tuple[Any, ...]]:
+        stop = stops.start(request.session_hash)
+        last_shown = 0.0
+        try:
+            for step in tt.track_words(ctx, s, text, stop=stop):
+                line = (f"{'stopped by you: ' if step.stopped else 'finding and tracking… '}{step.done} of {step.total} "
+                        f"frames · {len(s.objects)} object(s) so far · {step.fps:.1f} frames/s")  # fmt: skip
+                if step.stopped or time.monotonic() - last_shown >= PREVIEW_EVERY_S:
+                    last_shown = time.monotonic()
+                    yield (s, frame_view(s, step.frame), line, gr.Slider(value=step.frame), gr.skip(), gr.skip(),
+                           gr.skip(), gr.skip())  # fmt: skip
+        finally:
+            stops.finish(stop)
+        if not s.results:
+            raise InputError("Nothing was tracked: check the clip and the range.")
+        mp4, doc, pngs = tt.export(ctx, s, palette())
+        found = ", ".join(s.objects) if any(s.results.values()) else f"no {', '.join(s.concepts)} found"
+        f = min(s.results)
+        yield (s, frame_view(s, f), f"{status_line(ctx, s, f)} · {found}", gr.Slider(value=f), str(mp4),
+               confidence_plot(s), [str(doc), str(pngs), str(mp4)], objects(s))  # fmt: skip
+
     def on_stop(request: gr.Request) -> None:
         if request.session_hash:
             stops.request(request.session_hash)
@@ -245,6 +273,10 @@ def build(ctx: AppContext) -> None:
     track_btn.click(on_gpu(ctx, on_track, frames_of), [session, model, direction],
                     [session, canvas, status, frame, overlay, plot, files], api_visibility="private",
                     **model_event(ctx, "long", status))  # fmt: skip
+    words_job = lambda s, *rest: [GpuJob(tt.WORDS_MODEL, calls=max(1, math.ceil((s.frames if s else 1) / 10)))]  # noqa: E731
+    gr.on([words_btn.click, words.submit], on_gpu(ctx, on_words, words_job), [session, words],
+          [session, canvas, status, frame, overlay, plot, files, obj], api_visibility="private",
+          **model_event(ctx, "long", status))  # fmt: skip
     stop_btn.click(on_stop, None, None, api_visibility="private", **light_event())
 
     # --- the public endpoint: a clip, prompts in the original video's pixels, the masks back ----

@@ -59,7 +59,7 @@ def test_every_model_builds_tiny_and_runs_each_of_its_tasks(ctx: Any, spec: Any,
             result = depth.estimate(ctx, picture, spec.key)
             assert isinstance(result, DepthResult) and result.depth.shape == (96, 128)
             assert result.kind == spec.depth_kind
-        elif task == "track":  # the video model: a click on one frame, then the next frame tracked
+        elif task == "track" and spec.accepts("points"):  # the video model: a click, then the next frame tracked
             with ctx.use(spec.key, part="video") as tracker:
                 session = tracker.new_session((96, 128), 2)
                 first = tracker.prompt(session, picture.array, 0, {1: ([(40.0, 30.0)], [1], None)})
@@ -67,6 +67,14 @@ def test_every_model_builds_tiny_and_runs_each_of_its_tasks(ctx: Any, spec: Any,
             for found in (first, second):
                 mask, score = found[1]
                 assert mask.shape == (96, 128) and mask.dtype == bool and 0.0 <= score <= 1.0
+        elif task == "track":  # by words: a concept found on the first frame, followed into the next
+            with ctx.use(spec.key, part="video") as tracker:
+                session = tracker.new_session((96, 128), 2)
+                tracker.add_concepts(session, ["cat"])
+                frames = [tracker.step(session, picture.array, i) for i in range(2)]
+            for found in frames:
+                assert found and all(m.shape == (96, 128) and m.dtype == bool and 0.0 <= s <= 1.0
+                                     for m, s in found.values())  # fmt: skip
         elif task == "detect":
             result = detect.detections(ctx, picture, spec.key, ["cat"] if spec.open_vocabulary else [])
             assert isinstance(result, sv.Detections) and result.metadata["model"] == spec.key

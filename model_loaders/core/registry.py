@@ -341,7 +341,7 @@ _SPECS: list[ModelSpec] = [
         key="sam3",
         name="SAM 3",
         family="sam3",
-        tasks=("detect",),
+        tasks=("detect", "track"),  # track: by words (the video model: detector + tracker)
         checkpoint="facebook/sam3",
         revision=None,
         revision_note="No commit could be verified offline yet; loads the latest.",
@@ -351,7 +351,8 @@ _SPECS: list[ModelSpec] = [
         "and acceptable-use rules); read it before shipping.",
         gated=True,
         paper=SAM3_PAPER,
-        notes="Type concepts (e.g. book, mug): every instance comes back as a mask. " + GATED_NOTE,
+        notes="Type concepts (e.g. book, mug): every instance comes back as a mask, in images and videos. "
+        + GATED_NOTE,
     ),
     # --- detection: YOLOv12 through the optional ultralytics extra (AGPL-3.0) ------------------
     *[

@@ -15,6 +15,7 @@ Offline: ``random`` builds the checkpoint's architecture at real size (840 M par
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import threading
@@ -283,3 +284,149 @@ def load(spec: ModelSpec, settings: LoadSettings) -> Sam3Bundle:
         model = Sam3Model(config).to(dtype)
     model = model.to(settings.device).eval()
     return Sam3Bundle(model=model, processor=processor, key=spec.key, device=settings.device)
+
+
+# --- video: every instance of a concept followed through a clip (``Sam3VideoModel``) ------------------
+
+VIDEO_MAX_OBJECTS = 8  # objects followed at once (the Track tab's limit)
+VIDEO_MEMORY_WINDOW = 16  # per-object frame outputs kept behind the current frame (as SAM 2.1's tracker)
+
+
+def video_config(tiny: bool) -> tuple[Any, Any]:
+    """(``Sam3VideoConfig``, processor) built in code: the release's architecture or a shrunken one.
+
+    The tracker reads the detector's features, so the tiny detector is as wide as the tiny tracker
+    (128). Tiny weights score near 0.25: its detection thresholds are 0 so that tests see objects.
+    """
+    from transformers import (
+        Sam3ImageProcessor,
+        Sam3TrackerVideoConfig,
+        Sam3TrackerVideoMaskDecoderConfig,
+        Sam3TrackerVideoPromptEncoderConfig,
+        Sam3VideoConfig,
+        Sam3VideoProcessor,
+        Sam3VisionConfig,
+    )
+    from transformers.models.sam2_video import Sam2VideoVideoProcessor
+
+    from model_loaders.families.detectors import clip_like_tokenizer
+
+    tokenizer = clip_like_tokenizer()
+    if tiny:
+        width, size = 128, TINY_IMAGE_SIZE
+        detector = tiny_config(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id,
+                               width=width)  # fmt: skip
+        side = size // 14
+        vision = Sam3VisionConfig(backbone_config=detector.vision_config.backbone_config, fpn_hidden_size=width,
+                                  backbone_feature_sizes=[[side * 4, side * 4], [side * 2, side * 2], [side, side]])  # fmt: skip
+        tracker = Sam3TrackerVideoConfig(
+            vision_config=vision,
+            prompt_encoder_config=Sam3TrackerVideoPromptEncoderConfig(hidden_size=width, image_size=size, patch_size=14,
+                                                                      mask_input_channels=4),  # fmt: skip
+            mask_decoder_config=Sam3TrackerVideoMaskDecoderConfig(hidden_size=width, mlp_dim=64, num_hidden_layers=1,
+                                                                  num_attention_heads=2, iou_head_hidden_dim=32),  # fmt: skip
+            image_size=size, memory_attention_hidden_size=width, memory_attention_num_layers=1,
+            memory_attention_feed_forward_hidden_size=64, memory_attention_rope_feat_sizes=[side, side],
+            memory_encoder_hidden_size=width, memory_encoder_output_channels=64, mask_downsampler_embed_dim=width,
+            memory_fuser_embed_dim=width, memory_fuser_intermediate_dim=64, memory_fuser_num_layers=1,
+        )  # fmt: skip
+        config = Sam3VideoConfig(detector_config=detector, tracker_config=tracker, score_threshold_detection=0.0,
+                                 new_det_thresh=0.0, max_num_objects=VIDEO_MAX_OBJECTS)  # fmt: skip
+    else:
+        size = REAL_IMAGE_SIZE
+        config = Sam3VideoConfig(max_num_objects=VIDEO_MAX_OBJECTS)  # the defaults are the released model's
+    square = {"height": size, "width": size}
+    processor = Sam3VideoProcessor(image_processor=Sam3ImageProcessor(size=square),
+                                   video_processor=Sam2VideoVideoProcessor(size=square), tokenizer=tokenizer)  # fmt: skip
+    return config, processor
+
+
+@functools.cache
+def _no_pixels() -> Any:
+    """What a used frame's pixels are replaced by in the session (one shared empty tensor)."""
+    import torch
+
+    return torch.zeros(0)
+
+
+@dataclass
+class Sam3VideoBundle:
+    """A loaded SAM 3 video model: named concepts found and followed frame by frame (forward).
+
+    Implements ``Tracker`` for the registry's "track" task, but takes words (`add_concepts`), not
+    clicks: `prompt` refuses clicks. New instances appearing mid-clip get their own object id.
+    Frames are streamed (``frame=``) one at a time; each one's pixels and the per-object outputs
+    older than `VIDEO_MEMORY_WINDOW` frames are dropped, so memory does not grow with the clip.
+    """
+
+    model: Any
+    processor: Any
+    key: str
+    device: str
+
+    def new_session(self, size: tuple[int, int], frames: int) -> Any:
+        """An empty session for a clip of ``size`` = (height, width); ``frames`` is not needed (streamed)."""
+        session = self.processor.init_video_session(
+            inference_device=self.device, inference_state_device=self.device, processing_device=self.device,
+            video_storage_device=self.device, dtype=self.model.dtype)  # fmt: skip
+        session.video_height, session.video_width = int(size[0]), int(size[1])
+        return session
+
+    def add_concepts(self, session: Any, concepts: Sequence[str]) -> None:
+        """Look for every instance of each concept from the next frame on."""
+        self.processor.add_text_prompt(session, [str(c) for c in concepts])
+
+    def prompt(self, session: Any, frame: np.ndarray, frame_idx: int, prompts: dict[int, Any]) -> dict[int, Any]:
+        """Clicks are not SAM 3 video's prompt here: it follows what is named in words."""
+        raise InputError("SAM 3 follows what you name: type it under Track by words (clicks go to SAM 2.1).")
+
+    def step(self, session: Any, frame: np.ndarray, frame_idx: int, reverse: bool = False) -> dict[int, tuple[np.ndarray, float]]:
+        """Find and follow the concepts into frame ``frame_idx`` (frames come in order): {object id: (mask, score)}."""
+        import torch
+
+        if reverse:
+            raise InputError("Tracking by words goes forward from the first frame of the range.")
+        if not frame.flags.writeable:
+            frame = frame.copy()
+        pixels = self.processor(images=frame, device=self.device, return_tensors="pt").pixel_values[0]
+        with torch.inference_mode():
+            out = self.model(inference_session=session, frame=pixels, frame_idx=frame_idx)
+            found = self.processor.postprocess_outputs(session, out)
+        session.processed_frames[frame_idx] = _no_pixels()
+        for outputs in session.output_dict_per_obj.values():
+            for f in [f for f in outputs["non_cond_frame_outputs"] if frame_idx - f > VIDEO_MEMORY_WINDOW]:
+                del outputs["non_cond_frame_outputs"][f]
+        masks = found["masks"].cpu().numpy()
+        scores = found["scores"].float().cpu().numpy()
+        return {int(i): (masks[n].astype(bool), float(scores[n])) for n, i in enumerate(found["object_ids"].tolist())}
+
+    @staticmethod
+    def concept_of(session: Any, obj_id: int) -> str:
+        """The concept that found object ``obj_id``."""
+        return str(session.prompts.get(session.obj_id_to_prompt_id.get(obj_id), "object"))
+
+    @staticmethod
+    def held(session: Any) -> int:
+        """Frames' pixels plus per-object frame outputs the session holds (bounded by the window)."""
+        frames = sum(1 for v in (session.processed_frames or {}).values() if v is not _no_pixels())
+        return frames + sum(len(o["non_cond_frame_outputs"]) + len(o["cond_frame_outputs"])
+                            for o in session.output_dict_per_obj.values())  # fmt: skip
+
+
+def load_video(spec: ModelSpec, settings: LoadSettings) -> Sam3VideoBundle:
+    """SAM 3's video model (concept detector + tracker) for ``spec``, like `load`."""
+    import torch
+    from transformers import Sam3VideoModel, Sam3VideoProcessor
+
+    dtype = getattr(torch, settings.dtype_name(spec))
+    if settings.weights == "hub":
+        with hub_errors(spec):
+            model = Sam3VideoModel.from_pretrained(spec.checkpoint, **pretrained_kwargs(spec), dtype=dtype)
+            processor = Sam3VideoProcessor.from_pretrained(spec.checkpoint, **pretrained_kwargs(spec))
+        model.max_num_objects = VIDEO_MAX_OBJECTS
+    else:
+        config, processor = video_config(tiny=settings.weights == "tiny")
+        torch.manual_seed(0)
+        model = Sam3VideoModel(config).to(dtype)
+    model = model.to(settings.device).eval()
+    return Sam3VideoBundle(model=model, processor=processor, key=spec.key, device=settings.device)

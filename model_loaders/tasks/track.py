@@ -18,7 +18,7 @@ import threading
 import time
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,7 @@ class TrackSession:
     engine: Any = field(default=None, repr=False)  # the model's tracking session
     engine_key: tuple[str, int] | None = None  # (model, prompts) the engine reflects
     folder: Path | None = None
+    concepts: tuple[str, ...] = ()  # tracked by words (SAM 3) rather than by clicks
 
     def __deepcopy__(self, memo: dict[int, Any]) -> TrackSession:
         return TrackSession()  # gr.State copies its initial value per browser session: start empty
@@ -101,8 +102,11 @@ class TrackSession:
 
 
 def track_spec(ctx: Any, model: Any) -> ModelSpec:
-    """A model that can track objects in a video and runs here."""
-    return checked_spec(ctx, model, "track", "one of the SAM 2.1 models")
+    """A model that can track clicked objects in a video and runs here."""
+    spec = checked_spec(ctx, model, "track", "one of the SAM 2.1 models")
+    if not spec.accepts("points"):
+        raise InputError(f"{spec.name} follows what you name, not clicks: type it under Track by words.")
+    return spec
 
 
 def open_video(ctx: Any, session: TrackSession, source: Any, start: Any = None, end: Any = None) -> TrackSession:
@@ -121,7 +125,7 @@ def open_video(ctx: Any, session: TrackSession, source: Any, start: Any = None, 
     session.close()
     session.video, session.folder, session.name = video, folder, Path(name).stem[:40] or "video"
     session.objects, session.active, session.prompts, session.results = ["Object 1"], 1, [], {}
-    session.corner = None
+    session.corner, session.concepts = None, ()
     session.stale, session.frame_seconds = False, None
     return session
 
@@ -226,6 +230,10 @@ def add_prompt(ctx: Any, session: TrackSession, model: Any, frame: Any, point: A
         prompt = Prompt(f, target, box=(x1, y1, x2, y2))
     else:
         raise InputError("Click on the frame to add a point.")
+    if session.concepts:  # a click after tracking by words starts over with clicked objects
+        session.objects, session.active, session.results, session.concepts = ["Object 1"], 1, {}, ()
+        prompt = replace(prompt, obj=1)
+        session.engine, session.engine_key = None, None
     timings = timings if timings is not None else Timings()
     with model_for(ctx, spec, "track", timings) as tracker:
         engine = _engine(ctx, session, tracker, spec.key)
@@ -233,7 +241,7 @@ def add_prompt(ctx: Any, session: TrackSession, model: Any, frame: Any, point: A
         start = time.perf_counter()
         with timings.stage("inference"):
             # Only this object's prompts change; the pass returns every object on the frame.
-            _store(session, f, tracker.prompt(engine, video.frames[f], f, {target: _frame_prompts(session, f)[target]}))
+            _store(session, f, tracker.prompt(engine, video.frames[f], f, {prompt.obj: _frame_prompts(session, f)[prompt.obj]}))
         session.frame_seconds = time.perf_counter() - start
         session.engine_key = (spec.key, len(session.prompts))
     session.model, session.stale = spec.key, bool(len(session.results) > len({p.frame for p in session.prompts}))
@@ -258,6 +266,23 @@ def undo(ctx: Any, session: TrackSession, model: Any) -> TrackSession:
 def estimate_seconds(session: TrackSession, frames: int) -> float | None:
     """Expected run time for ``frames`` frames, from the measured time of one frame here."""
     return None if session.frame_seconds is None else session.frame_seconds * frames
+
+
+def _range(session: TrackSession, start: Any, end: Any) -> tuple[int, int]:
+    video = _need_video(session)
+    lo = 0 if start in (None, "") else frame_index(session, start)
+    hi = len(video.frames) if end in (None, "") else frame_index(session, end) + 1
+    if hi - lo < 1:
+        raise InputError("The tracking range is empty: the end frame comes before the start frame.")
+    return lo, hi
+
+
+def _check_time(session: TrackSession, frames: int) -> None:
+    guess = estimate_seconds(session, frames)
+    if guess is not None and guess > MAX_RUN_SECONDS and session.frame_seconds:
+        fits = int(MAX_RUN_SECONDS / session.frame_seconds)
+        raise InputError(f"Tracking {frames:,} frames would take about {guess / 60:.0f} minutes on this machine "
+                         f"({session.frame_seconds:.1f} s a frame): choose a range of at most {fits:,} frames.")  # fmt: skip
 
 
 def _order(session: TrackSession, direction: str, lo: int, hi: int) -> list[tuple[int, bool]]:
@@ -286,18 +311,11 @@ def propagate(ctx: Any, session: TrackSession, model: Any, direction: Any = "for
         raise InputError(NO_PROMPT)
     if direction not in DIRECTIONS:
         raise InputError(f"Direction: one of {', '.join(DIRECTIONS)}.")
-    lo = 0 if start in (None, "") else frame_index(session, start)
-    hi = len(video.frames) if end in (None, "") else frame_index(session, end) + 1
-    if hi - lo < 1:
-        raise InputError("The tracking range is empty: the end frame comes before the start frame.")
+    lo, hi = _range(session, start, end)
     order = _order(session, str(direction), lo, hi)
     if not order:
         raise InputError("No frames to track in that direction from the clicked frames: change the direction or range.")
-    guess = estimate_seconds(session, len(order))
-    if guess is not None and guess > MAX_RUN_SECONDS and session.frame_seconds:
-        fits = int(MAX_RUN_SECONDS / session.frame_seconds)
-        raise InputError(f"Tracking {len(order):,} frames would take about {guess / 60:.0f} minutes on this machine "
-                         f"({session.frame_seconds:.1f} s a frame): choose a range of at most {fits:,} frames.")  # fmt: skip
+    _check_time(session, len(order))
     stop = stop or threading.Event()
     timings = Timings()
     with model_for(ctx, spec, "track", timings) as tracker:
@@ -312,6 +330,63 @@ def propagate(ctx: Any, session: TrackSession, model: Any, direction: Any = "for
             elapsed = time.perf_counter() - began
             session.frame_seconds = elapsed / done
             yield TrackStep(frame, done, len(order), done / max(elapsed, 1e-9))
+    session.stale = False
+
+
+WORDS_MODEL = "sam3"
+MAX_CONCEPTS = 4
+
+
+def track_words(ctx: Any, session: TrackSession, concepts: Any, start: Any = None, end: Any = None,
+                stop: threading.Event | None = None, model: Any = WORDS_MODEL) -> Iterator[TrackStep]:  # fmt: skip
+    """Find every instance of the named concepts and follow them forward through frames [start, end)
+    (SAM 3 video), one frame per step; instances appearing mid-clip become new objects (at most
+    `MAX_OBJECTS`, named "<concept> <n>"). Clicks, objects and results of the clip start over.
+
+    Raises:
+        InputError: no video, no concept (or only punctuation), too many, a bad range, a run
+            estimated to take longer than `MAX_RUN_SECONDS` here, a model that cannot do it.
+    """
+    from model_loaders.core.validate import clean_text
+    from model_loaders.tasks.detect import MAX_PROMPT_CHARS, parse_prompt
+
+    spec = checked_spec(ctx, model, "track", "SAM 3")
+    if not spec.open_vocabulary:
+        raise InputError(f"{spec.name} follows clicks, not words: use sam3 to track by words.")
+    video = _need_video(session)
+    words, _ = parse_prompt(clean_text(concepts, "What to track", MAX_PROMPT_CHARS))
+    if len(words) > MAX_CONCEPTS:
+        raise InputError(f"Track at most {MAX_CONCEPTS} kinds of thing at once (you named {len(words)}).")
+    lo, hi = _range(session, start, end)
+    if session.concepts and session.model == spec.key:
+        _check_time(session, hi - lo)  # the last words run measured this model's frame time
+    session.objects, session.active, session.prompts, session.results = [], 1, [], {}
+    session.engine, session.engine_key, session.corner, session.concepts = None, None, None, tuple(words)
+    session.model, session.frame_seconds = spec.key, None
+    stop = stop or threading.Event()
+    ids: dict[int, int] = {}  # the model's object id -> our object number
+    with model_for(ctx, spec, "track", Timings()) as tracker:
+        engine = tracker.new_session(video.size[::-1], hi - lo)
+        tracker.add_concepts(engine, words)
+        session.engine = engine  # engine_key stays None: a later click builds a click tracker's session
+        began = time.perf_counter()
+        for done, frame in enumerate(range(lo, hi), 1):
+            if stop.is_set():
+                yield TrackStep(frame, done - 1, hi - lo, (done - 1) / max(time.perf_counter() - began, 1e-9), True)
+                break
+            found = tracker.step(engine, video.frames[frame], frame - lo)
+            for obj_id in sorted(found):
+                if obj_id not in ids and len(session.objects) < MAX_OBJECTS:
+                    concept = tracker.concept_of(engine, obj_id)
+                    n = sum(1 for name in session.objects if name.rsplit(" ", 1)[0] == concept) + 1
+                    session.objects.append(f"{concept} {n}")
+                    ids[obj_id] = len(session.objects)
+            _store(session, frame, {ids[i]: v for i, v in found.items() if i in ids})
+            elapsed = time.perf_counter() - began
+            session.frame_seconds = elapsed / done
+            yield TrackStep(frame, done, hi - lo, done / max(elapsed, 1e-9))
+    if not session.objects:
+        session.objects = ["Object 1"]  # nothing found: clicks can start from here
     session.stale = False
 
 
@@ -339,6 +414,7 @@ def coco_document(session: TrackSession) -> dict[str, Any]:
         "video": {"name": session.name, "width": size[0], "height": size[1], "fps": video.info.fps,
                   "first_frame": video.start, "frames": len(video.frames)},  # fmt: skip
         "objects": [{"id": i + 1, "name": n} for i, n in enumerate(session.objects)],
+        "concepts": list(session.concepts),  # tracked by words (SAM 3); empty for clicked objects
         "model": session.model,
         "annotations": annotations,
     }
