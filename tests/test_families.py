@@ -127,6 +127,7 @@ HUB_SHAPES = {
     "smolvlm-256m-instruct": "idefics3",
     "llama-3.2-11b-vision-instruct": "mllama",
     "sam3": "sam3",  # the concept model's part of the release (a video config would be "sam3_video")
+    "sam3-tracker": "sam3_tracker",  # its click tracker
 }
 
 

@@ -47,6 +47,7 @@ FAMILIES: Mapping[str, Family] = MappingProxyType({
     "yolo": Family(_FAMILIES + "yolo", {"thresholds": CLOSED_SET}),
     # SAM 3: every instance of a typed concept, with masks. Its presence head calibrates scores:
     # its authors' demo keeps instances above 0.5.
+    "sam3_tracker": Family(_FAMILIES + "sam3_tracker", {"prompts": ("points", "box")}),
     "sam3": Family(_FAMILIES + "sam3", {"prompts": ("classes", "box"), "open_vocabulary": True,
                                         "thresholds": Thresholds(0.5, 0.7)}),
     "florence2": Family(_FAMILIES + "florence2", {"prompts": ("task", "region", "classes"),
@@ -104,6 +105,8 @@ GEMINI25_PAPER = "https://arxiv.org/abs/2507.06261"
 SAM3_PAPER = "https://arxiv.org/abs/2511.16719"
 
 NC_NOTE = "Non-commercial use only."
+SAM_COMMERCIAL = ("SAM License: Meta's own terms (use, including commercial, under its conditions and "
+                  "acceptable-use rules); read it before shipping.")  # fmt: skip
 GATED_NOTE = "Accept the terms on the model card and set HF_TOKEN."
 
 
@@ -347,11 +350,27 @@ _SPECS: list[ModelSpec] = [
         revision_note="No commit could be verified offline yet; loads the latest.",
         params_m=840.4,
         commercial="conditions",
-        commercial_note="SAM License: Meta's own terms (use, including commercial, under its conditions "
-        "and acceptable-use rules); read it before shipping.",
+        commercial_note=SAM_COMMERCIAL,
         gated=True,
         paper=SAM3_PAPER,
         notes="Type concepts (e.g. book, mug): every instance comes back as a mask, in images and videos. "
+        + GATED_NOTE,
+    ),
+    _spec(
+        SAM_LICENSE,
+        key="sam3-tracker",
+        name="SAM 3 tracker (clicks)",
+        family="sam3_tracker",
+        tasks=("segment",),
+        checkpoint="facebook/sam3",
+        revision=None,
+        revision_note="No commit could be verified offline yet; loads the latest.",
+        params_m=458.3,
+        commercial="conditions",
+        commercial_note=SAM_COMMERCIAL,
+        gated=True,
+        paper=SAM3_PAPER,
+        notes="SAM 2.1's clicks and boxes on SAM 3's image encoder (the tracker part of the SAM 3 release). "
         + GATED_NOTE,
     ),
     # --- detection: YOLOv12 through the optional ultralytics extra (AGPL-3.0) ------------------
