@@ -174,13 +174,12 @@ def build(ctx: AppContext) -> None:
                 clear_btn = gr.Button("Clear", size="sm")
                 new_btn = gr.Button("New object", size="sm", variant="secondary")
             everything_btn = gr.Button("Segment everything", size="sm", elem_id="segment-everything")
-            with gr.Group(elem_id="segment-words"):
-                with gr.Row():
-                    words = gr.Textbox(label="Find by words (SAM 3)", placeholder="book, mug", max_lines=1,
-                                       scale=3, elem_id="segment-words-text")  # fmt: skip
-                    find_btn = gr.Button("Find", variant="primary", scale=1, min_width=80, elem_id="segment-find")
-                use_box = gr.Checkbox(False, label="The drawn box is an example (Point type: include / exclude)",
-                                      elem_id="segment-words-box")  # fmt: skip
+            with gr.Row(equal_height=True, elem_id="segment-words"):
+                words = gr.Textbox(label="Find by words (SAM 3)", placeholder="book, mug", max_lines=1,
+                                   scale=3, elem_id="segment-words-text")  # fmt: skip
+                find_btn = gr.Button("Find", variant="primary", scale=1, min_width=80, elem_id="segment-find")
+            use_box = gr.Checkbox(False, label="The drawn box is an example (Point type: include / exclude)",
+                                  elem_id="segment-words-box")  # fmt: skip
         with gr.Column(scale=3):
             canvas = gr.Image(
                 label="Click to segment",
@@ -191,6 +190,14 @@ def build(ctx: AppContext) -> None:
             )
             summary = gr.Markdown(EMPTY, elem_id="segment-summary")
             timing = gr.Markdown(elem_id="segment-timing")
+            with gr.Column(visible=False, elem_id="segment-instances") as panel:  # instances found in one go
+                threshold = gr.Slider(0, 1, value=0.5, step=0.01, label="Score threshold", elem_id="segment-threshold")
+                toggles = gr.CheckboxGroup([], label="Instances shown (switch off what you don't want)",
+                                           elem_id="segment-toggles")  # fmt: skip
+                with gr.Row(equal_height=True):
+                    keep_btn = gr.Button("Keep shown as objects", elem_id="segment-keep")
+                    refine_pick = gr.Dropdown([], label="Instance to refine", scale=2, elem_id="segment-refine-pick")
+                    refine_btn = gr.Button("Refine with clicks", elem_id="segment-refine")
     with gr.Row():
         with gr.Column(scale=3):
             gallery = gr.Gallery(
@@ -203,16 +210,6 @@ def build(ctx: AppContext) -> None:
             candidate = gr.Radio(choices=[], label="Shown mask", elem_id="segment-picker")
         with gr.Column(scale=2):
             cut = gr.Image(label="Cut-out", format="png", interactive=False, elem_id="segment-cutout", height=220)
-    with gr.Group(visible=False, elem_id="segment-instances") as panel:
-        with gr.Row():
-            threshold = gr.Slider(0, 1, value=0.5, step=0.01, label="Score threshold", scale=1,
-                                  elem_id="segment-threshold")  # fmt: skip
-            toggles = gr.CheckboxGroup([], label="Instances shown (switch off what you don't want)", scale=3,
-                                       elem_id="segment-toggles")  # fmt: skip
-        with gr.Row():
-            keep_btn = gr.Button("Keep shown as objects", size="sm", elem_id="segment-keep")
-            refine_pick = gr.Dropdown([], label="Instance to refine", scale=2, elem_id="segment-refine-pick")
-            refine_btn = gr.Button("Refine with clicks", size="sm", elem_id="segment-refine")
     with gr.Row():
         export_btn = gr.Button("Prepare downloads (mask PNG, cut-out PNG, COCO RLE JSON)", size="sm")
         files = gr.File(label="Downloads (original resolution)", file_count="multiple", interactive=False, height=120)

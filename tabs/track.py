@@ -326,4 +326,44 @@ def build(ctx: AppContext) -> None:
                   "tracked video.", **model_event(ctx, "long"))  # fmt: skip
 
 
+    with gr.Column(visible=False):
+        words_video = gr.Video(label="video")
+        words_text = example(gr.Textbox(label="concepts", value="cup"), "cup")
+        words_first = example(gr.Number(label="first_frame", value=0, precision=0), 0)
+        words_last = example(gr.Number(label="last_frame", value=0, precision=0), 0)
+        words_json = gr.JSON(label="masks")
+        words_overlay = gr.Video(label="tracked video")
+        words_api = gr.Button("track concepts")
+
+    @user_errors
+    def track_concepts(video: Any, concepts: Any, first_frame: Any, last_frame: Any) -> tuple[dict[str, Any], str]:
+        """Find every instance of concepts named in words and track them forward through a video (SAM 3).
+
+        Args:
+            video: the clip (MP4, MOV, WebM; up to 100 MB, 5 minutes).
+            concepts: what to follow, comma-separated (at most 4), e.g. "cup, pan".
+            first_frame: the first frame to track (0: the start).
+            last_frame: the last frame to track (0: the end).
+
+        Returns:
+            COCO RLE masks per frame and object at the video's size (objects named "<concept> <n>",
+            new ones as they appear, at most 8), with each frame's time and score; and the tracked video.
+        """
+        last = None if last_frame in (None, "", 0) else int(float(last_frame)) + 1
+        s = tt.open_video(ctx, tt.TrackSession(), video, first_frame, last)
+        try:
+            for _ in tt.track_words(ctx, s, concepts):
+                pass
+            mp4, _, _ = tt.export(ctx, s, palette())
+            return tt.coco_document(s), str(mp4)
+        finally:
+            s.close()
+
+    words_api.click(on_gpu(ctx, track_concepts, lambda *a, **k: [GpuJob(tt.WORDS_MODEL, calls=10)]),
+                    [words_video, words_text, words_first, words_last], [words_json, words_overlay],
+                    api_name="track_concepts", preprocess=False,
+                    api_description="Track every instance of concepts named in words through a video (SAM 3): "
+                    "masks per frame (COCO RLE) and the tracked video.", **model_event(ctx, "long"))  # fmt: skip
+
+
 __all__ = ["TITLE", "build", "frame_view", "palette"]

@@ -18,7 +18,8 @@ import app
 from tests.conftest import free_port
 
 CAT = app.ASSETS / "cat.jpg"
-PUBLIC = {"segment", "segment_everything", "segment_concepts", "depth", "detect", "ask", "compare", "workflow", "track", "status"}
+PUBLIC = {"segment", "segment_everything", "segment_concepts", "depth", "detect", "ask", "compare", "workflow", "track",
+          "track_concepts", "status"}
 
 
 @pytest.fixture(scope="module")

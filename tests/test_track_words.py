@@ -83,3 +83,16 @@ def test_bad_requests_get_a_specific_message(ctx: Any, clip: Path) -> None:
         tt.add_prompt(ctx, s, "sam3", 0, point=(45, 120))  # SAM 3 video takes words, not clicks
     assert s.results == {} and np.asarray(s.video.frames[0]).shape == (240, 320, 3)  # nothing changed
     s.close()
+
+
+def test_the_track_concepts_endpoint_covers_the_range_at_the_original_size(client: Any) -> None:
+    from gradio_client import handle_file
+
+    import app
+
+    doc, overlay = client.predict(handle_file(str(app.ASSETS / "coffee-pan.mp4")), "cup, pan", 2, 7,
+                                  api_name="/track_concepts")  # fmt: skip
+    assert doc["concepts"] == ["cup", "pan"] and doc["video"]["first_frame"] == 2 and doc["video"]["frames"] == 6
+    assert sorted({a["frame"] for a in doc["annotations"]}) == list(range(2, 8))
+    assert rle_decode(doc["annotations"][0]["segmentation"]).shape == (256, 384)
+    assert Path(overlay).stat().st_size > 0
