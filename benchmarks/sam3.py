@@ -9,7 +9,11 @@
    model, post-processing to masks at the image's size) against the bare ``Sam3Model`` forward
    on the same pixel values and tokens (goal: <= 1.10).
 
-Usage: .venv/bin/python benchmarks/sam3.py [--device cpu] [--repeats 3]
+3. With ``--video N``: **Track by words** (``tasks.track.track_words``, SAM 3's video model) over
+   a synthetic N-frame clip: ms per frame, and whether what the model's session holds stops
+   growing once its memory window is full (held at the end / held at frame 24).
+
+Usage: .venv/bin/python benchmarks/sam3.py [--device cpu] [--repeats 3] [--video 0]
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -39,8 +44,14 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--weights", default="random", choices=("random", "tiny"))
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--video", type=int, default=0, help="frames of a clip to track by words (0: skip)")
+    p.add_argument("--skip-image", action="store_true", help="only the video part")
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.video:
+        video(args)
+    if args.skip_image:
+        return
     import torch
 
     import app
@@ -90,6 +101,54 @@ def main() -> None:
     print(f"new prompt, same image (decode)     {second * 1000:9,.0f} ms   second/first {second / first:.3f}  (goal <= 0.2)")
     print(f"handler, one concept, fresh image   {hand * 1000:9,.0f} ms")
     print(f"bare Sam3Model forward              {bare * 1000:9,.0f} ms   handler/raw  {hand / bare:.3f}  (goal <= 1.10)")
+
+
+def moving_square(frames: int, folder: Path, size: tuple[int, int] = (640, 360)) -> object:
+    """A clip already decoded (no codec involved: the tracking is measured): a red square moving
+    across grey, 25 frames/s."""
+    import numpy as np
+
+    from model_loaders.core.video import DecodedVideo, FrameStore, VideoInfo
+
+    w, h = size
+    store = FrameStore.create(folder, (frames, h, w, 3))
+    for t in range(frames):
+        frame = np.full((h, w, 3), 90, np.uint8)
+        x = 20 + (5 * t) % (w - 120)
+        frame[120:220, x : x + 90] = (220, 40, 40)
+        store.array[t] = frame
+    info = VideoInfo(w, h, 25.0, frames, frames / 25, 0, "raw")
+    return DecodedVideo(store, [t / 25 for t in range(frames)], 0, info, 1.0)
+
+
+def video(args: argparse.Namespace) -> None:
+    """Track by words over a synthetic clip: ms per frame and whether the session's memory is flat."""
+    import torch
+
+    import app
+    from model_loaders.families.sam3 import Sam3VideoBundle
+    from model_loaders.tasks import track as tt
+
+    ctx = app.make_context(args.weights, args.device)
+    s = tt.TrackSession(video=moving_square(args.video, Path(tempfile.mkdtemp(prefix="vp-bench-"))))
+    s.folder = s.video.frames.path.parent
+    times, held = [], []
+    last = time.perf_counter()
+    for _ in tt.track_words(ctx, s, "square"):
+        _sync(ctx.settings.device)
+        now = time.perf_counter()
+        times.append(now - last)
+        last = now
+        held.append(Sam3VideoBundle.held(s.engine))
+    steady = statistics.median(times[2:]) if len(times) > 2 else statistics.median(times)
+    name = torch.cuda.get_device_name(0) if ctx.settings.device.startswith("cuda") else f"cpu ({os.cpu_count()} cores)"
+    print(f"\nTrack by words (SAM 3 video, {args.weights} weights) on {name}: {len(times)} frames of 640×360, "
+          f"{len(s.objects)} object(s)")
+    print(f"first frame {times[0] * 1000:,.0f} ms, then {steady * 1000:,.0f} ms a frame ({1 / steady:.1f} frames/s)")
+    mark = min(24, len(held)) - 1
+    print(f"session holds {held[mark]} frame outputs at frame {mark}, {held[-1]} at the end "
+          f"(ratio {held[-1] / max(held[mark], 1):.2f}: flat once the window is full)")
+    s.close()
 
 
 if __name__ == "__main__":
