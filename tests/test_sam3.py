@@ -157,7 +157,7 @@ def test_find_by_words_then_refilter_switch_off_and_keep(ctx: Any, counted: dict
     session = cc.find(ctx, _session(ctx), "cat, ear")
     found = session.instances
     assert found is not None and found.source == "words" and len(found.scores) > 1
-    assert found.masks.shape[1:] == session.image.array.shape[:2] and set(found.names) <= {"cat", "ear"}
+    assert found.mask(0).shape == session.image.array.shape[:2] and set(found.names) <= {"cat", "ear"}
     ran = dict(counted)
     cc.set_threshold(session, 0.0)
     assert session.instances.shown == list(range(len(found.scores)))
@@ -190,7 +190,7 @@ def test_refine_one_instance_with_clicks_changes_only_that_one(ctx: Any) -> None
     others = [i for i in found.shown if i != target]
     kept = session.state.objects
     assert [o.score for o in kept] == [float(found.scores[i]) for i in others]
-    assert all(np.array_equal(o.mask, found.masks[i]) for o, i in zip(kept, others, strict=True))  # untouched
+    assert all(np.array_equal(o.mask, found.mask(i)) for o, i in zip(kept, others, strict=True))  # untouched
     x1, y1, x2, y2 = (float(v) for v in found.boxes[target])
     assert session.state.prompts.box == (x1, y1, x2, y2) and session.prediction is not None  # SAM 2.1 on its box
     before = session.prediction.masks[session.selected].copy()
@@ -198,7 +198,7 @@ def test_refine_one_instance_with_clicks_changes_only_that_one(ctx: Any) -> None
     assert session.state.prompts.points and not np.array_equal(before, session.prediction.masks[session.selected])
     ss.new_object(session)
     assert len(session.state.objects) == len(others) + 1
-    assert all(np.array_equal(o.mask, found.masks[i]) for o, i in zip(session.state.objects, others, strict=False))
+    assert all(np.array_equal(o.mask, found.mask(i)) for o, i in zip(session.state.objects, others, strict=False))
 
 
 def test_exports_carry_each_instance_with_its_concept(ctx: Any) -> None:

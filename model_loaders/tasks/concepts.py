@@ -106,8 +106,8 @@ def find(ctx: Any, session: ss.SegmentSession, concepts: Any, use_box: bool = Fa
         raise InputError(f"{spec.name} gives boxes, not masks: use sam3.")
     threshold = spec.thresholds.confidence if spec.thresholds else 0.5
     names = tuple(class_names_of(found))
-    session.instances = ss.Instances("words", spec.key, found.mask, found.xyxy, found.confidence, names,
-                                     threshold, timings=timings, notes=tuple(notes))  # fmt: skip
+    session.instances = ss.Instances.of("words", spec.key, found.mask, found.xyxy, found.confidence, names,
+                                        threshold, timings=timings, notes=tuple(notes))  # fmt: skip
     if box is not None:  # the box was the example: the SAM 2.1 candidate it made goes
         session.commit(replace(session.state, prompts=ss.Prompts()), None)
     return session
@@ -118,9 +118,9 @@ def show_everything(session: ss.SegmentSession, result: Any) -> ss.SegmentSessio
     import supervision as sv
 
     boxes = sv.mask_to_xyxy(result.masks).astype(np.float32) if len(result.masks) else np.zeros((0, 4), np.float32)
-    session.instances = ss.Instances("everything", result.model, result.masks, boxes, result.scores,
-                                     ("object",) * len(result.masks), 0.0, timings=result.timings,
-                                     notes=(f"{result.grid}×{result.grid} grid of points",))  # fmt: skip
+    session.instances = ss.Instances.of("everything", result.model, result.masks, boxes, result.scores,
+                                        ("object",) * len(result.masks), 0.0, timings=result.timings,
+                                        notes=(f"{result.grid}×{result.grid} grid of points",))  # fmt: skip
     return session
 
 
@@ -147,7 +147,8 @@ def set_shown(session: ss.SegmentSession, labels: Any) -> ss.SegmentSession:
 
 
 def keep(session: ss.SegmentSession, indices: list[int] | None = None) -> ss.SegmentSession:
-    """Keep the shown instances (or ``indices``) as objects (undoable); the rest stay shown."""
+    """Keep the shown instances (or ``indices``) as objects (undoable); the rest stay shown (the find
+    ends when nothing at or above the threshold is left)."""
     found = _instances(session)
     chosen = found.shown if indices is None else indices
     if not chosen:
@@ -166,10 +167,10 @@ def instance_at(session: ss.SegmentSession, x: float, y: float) -> int | None:
     found = session.instances
     if found is None:
         return None
-    h, w = found.masks.shape[1:3] if found.masks.ndim == 3 else (0, 0)
+    h, w = found.packed.shape[1], found.width
     col, row = int(min(max(x, 0), w - 1)), int(min(max(y, 0), h - 1))
-    under = [i for i in found.shown if found.masks[i][row, col]]
-    return min(under, key=lambda i: int(found.masks[i].sum())) if under else None
+    under = [i for i in found.shown if found.packed[i, row, col // 8] & (0x80 >> (col % 8))]  # the bit of (row, col)
+    return min(under, key=lambda i: int(np.unpackbits(found.packed[i]).sum())) if under else None
 
 
 def refine(ctx: Any, session: ss.SegmentSession, index: Any, model: str) -> ss.SegmentSession:

@@ -85,14 +85,18 @@ class Instances:
 
     Attributes:
         source: "words" (SAM 3 concepts) or "everything" (a grid of points, SAM 2.1).
-        masks / boxes / scores / names: one per instance, working-image pixels, best first.
+        packed: the masks, bit-packed along rows (``np.packbits``): up to 200 image-sized masks
+            live in a session, an eighth of their bool size; `mask` unpacks one.
+        width: the masks' width (unpacking needs it).
+        boxes / scores / names: one per instance, working-image pixels, best first.
         threshold: instances scoring below it are not shown (re-filtered without a model run).
         hidden: instances the user switched off.
     """
 
     source: str
     model: str
-    masks: np.ndarray = field(repr=False)
+    packed: np.ndarray = field(repr=False)
+    width: int
     boxes: np.ndarray
     scores: np.ndarray
     names: tuple[str, ...]
@@ -100,6 +104,16 @@ class Instances:
     hidden: frozenset[int] = frozenset()
     timings: Timings = field(default_factory=Timings, repr=False)
     notes: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, source: str, model: str, masks: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
+           names: tuple[str, ...], threshold: float, **kw: Any) -> Instances:  # fmt: skip
+        """Instances from bool masks (K, H, W)."""
+        return cls(source, model, np.packbits(masks, axis=-1), int(masks.shape[-1]), boxes, scores, names, threshold, **kw)
+
+    def mask(self, i: int) -> np.ndarray:
+        """Instance ``i``'s bool mask at working size."""
+        return np.unpackbits(self.packed[i], axis=-1, count=self.width).astype(bool)
 
     @property
     def above(self) -> list[int]:
@@ -118,7 +132,7 @@ class Instances:
     def as_object(self, i: int) -> SegObject:
         """Instance ``i`` as a kept object (its box is its prompt)."""
         box = tuple(float(v) for v in self.boxes[i])
-        return SegObject(None, self.masks[i], float(self.scores[i]), Prompts(box=box), self.model, self.names[i])  # type: ignore[arg-type]
+        return SegObject(None, self.mask(i), float(self.scores[i]), Prompts(box=box), self.model, self.names[i])  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
