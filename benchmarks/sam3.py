@@ -103,24 +103,6 @@ def main() -> None:
     print(f"bare Sam3Model forward              {bare * 1000:9,.0f} ms   handler/raw  {hand / bare:.3f}  (goal <= 1.10)")
 
 
-def moving_square(frames: int, folder: Path, size: tuple[int, int] = (640, 360)) -> object:
-    """A clip already decoded (no codec involved: the tracking is measured): a red square moving
-    across grey, 25 frames/s."""
-    import numpy as np
-
-    from model_loaders.core.video import DecodedVideo, FrameStore, VideoInfo
-
-    w, h = size
-    store = FrameStore.create(folder, (frames, h, w, 3))
-    for t in range(frames):
-        frame = np.full((h, w, 3), 90, np.uint8)
-        x = 20 + (5 * t) % (w - 120)
-        frame[120:220, x : x + 90] = (220, 40, 40)
-        store.array[t] = frame
-    info = VideoInfo(w, h, 25.0, frames, frames / 25, 0, "raw")
-    return DecodedVideo(store, [t / 25 for t in range(frames)], 0, info, 1.0)
-
-
 def video(args: argparse.Namespace) -> None:
     """Track by words over a synthetic clip: ms per frame and whether the session's memory is flat."""
     import torch
@@ -129,8 +111,12 @@ def video(args: argparse.Namespace) -> None:
     from model_loaders.families.sam3 import Sam3VideoBundle
     from model_loaders.tasks import track as tt
 
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from synthetic import moving_square
+
     ctx = app.make_context(args.weights, args.device)
-    s = tt.TrackSession(video=moving_square(args.video, Path(tempfile.mkdtemp(prefix="vp-bench-"))))
+    clip = moving_square(args.video, Path(tempfile.mkdtemp(prefix="vp-bench-")), (640, 360), (120, 220), 90, 5)
+    s = tt.TrackSession(video=clip)
     s.folder = s.video.frames.path.parent
     times, held = [], []
     last = time.perf_counter()

@@ -4,7 +4,7 @@
    median ms per frame of `tasks.track.propagate` (frame read, preprocessing, the model, masks
    to RLE, pruning) against the bare ``Sam2VideoModel`` call per frame on the same session state
    (goal: ratio <= 1.15).
-2. ``tiny`` weights: peak resident memory of a fresh process tracking 100 frames vs 1,000 frames
+2. ``tiny`` weights: peak memory (resident; on CUDA, the GPU's) of a fresh process tracking 100 vs 1,000 frames
    (goal: ratio <= 1.2, i.e. memory does not grow with the clip).
 
 Usage: .venv/bin/python benchmarks/track.py [--device cpu] [--frames 8] [--model sam2.1-hiera-tiny]
@@ -25,45 +25,26 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-
-def make_clip(path: Path, frames: int, size: tuple[int, int] = (320, 240)) -> Path:
-    """A square moving across a grey frame, H.264."""
-    import av
-    import numpy as np
-
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
-        for t in range(frames):
-            a = np.full((size[1], size[0], 3), 90, np.uint8)
-            x = 20 + (3 * t) % (size[0] - 80)
-            a[90:150, x : x + 50] = (220, 40, 40)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(a, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def _setup(weights: str, device: str, frames: int, folder: Path) -> tuple[object, object]:
+    from synthetic import moving_square
+
     import app
     from model_loaders.tasks import track as tt
 
     ctx = app.make_context(weights, device)
-    clip = make_clip(folder / "clip.mp4", frames)
-    session = tt.open_video(ctx, tt.TrackSession(), {"path": str(clip)})
-    return ctx, session
+    return ctx, tt.TrackSession(video=moving_square(frames, folder))  # a clip already decoded: tracking is measured
 
 
 def per_frame(args: argparse.Namespace) -> tuple[float, float]:
     """(tab ms per frame, bare model ms per frame), medians."""
     import torch
-    from gradio.utils import get_upload_folder
 
     from model_loaders.tasks import track as tt
 
-    with tempfile.TemporaryDirectory(dir=get_upload_folder()) as tmp:
+    with tempfile.TemporaryDirectory(prefix="vp-bench-") as tmp:
         ctx, s = _setup("random", args.device, args.frames + 1, Path(tmp))
         tt.add_prompt(ctx, s, args.model, 0, point=(45, 120))
         tab: list[float] = []
@@ -94,11 +75,10 @@ def per_frame(args: argparse.Namespace) -> tuple[float, float]:
 
 def child(frames: int, device: str, model: str) -> None:
     """Track ``frames`` frames with tiny weights; print the peak RSS in MB (JSON)."""
-    from gradio.utils import get_upload_folder
 
     from model_loaders.tasks import track as tt
 
-    with tempfile.TemporaryDirectory(dir=get_upload_folder()) as tmp:
+    with tempfile.TemporaryDirectory(prefix="vp-bench-") as tmp:
         ctx, s = _setup("tiny", device, frames, Path(tmp))
         tt.add_prompt(ctx, s, model, 0, point=(45, 120))
         start = time.perf_counter()
@@ -107,6 +87,10 @@ def child(frames: int, device: str, model: str) -> None:
         took = time.perf_counter() - start
         s.close()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if device.startswith("cuda"):
+        import torch
+
+        peak = torch.cuda.max_memory_allocated() / 2**20  # on a GPU: what the GPU held at most
     print(json.dumps({"frames": frames, "peak_mb": peak, "seconds": took}))
 
 
