@@ -88,6 +88,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(env VP_VLM_ENDPOINT, comma-separated)",
     )
     p.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default=os.environ.get("VP_BACKEND", "local"),
+        help="where Segment, Depth and Detect models run: in this process, or as Ray Serve deployments "
+        "(one per model, batched; needs the ray extra) (env VP_BACKEND)",
+    )
+    p.add_argument(
+        "--ray-address",
+        default=os.environ.get("VP_RAY_ADDRESS") or None,
+        help="the Ray cluster to use with --backend ray (e.g. ray://head:10001 or auto); default: start a "
+        "local one (env VP_RAY_ADDRESS)",
+    )
+    p.add_argument(
+        "--ray-config",
+        default=os.environ.get("VP_RAY_CONFIG") or None,
+        metavar="YAML",
+        help="per-model replicas, autoscaling, GPU and CPU share and batch size for --backend ray (README: "
+        "Ray Serve) (env VP_RAY_CONFIG)",
+    )
+    p.add_argument(
         "--vlm-timeout",
         type=float,
         default=float(os.environ.get("VP_VLM_TIMEOUT", "60")),
@@ -321,6 +341,25 @@ def preload_keys(requested: str) -> str:
     return ",".join(ZEROGPU_PRELOAD)
 
 
+def ray_backend(args: argparse.Namespace) -> Any:
+    """The Ray Serve backend for ``--backend ray`` (connected now: an unreachable cluster is logged
+    and shown in the Models tab, and each request says so), else ``None``."""
+    if args.backend != "ray":
+        return None
+    if importlib.util.find_spec("ray") is None:
+        raise SystemExit("--backend ray needs the ray extra: pip install 'vision-playground[ray]'")
+    from model_loaders.backends.ray_serve import RayBackend, load_config
+    from model_loaders.core.device import resolve_device
+
+    try:
+        overrides = load_config(args.ray_config)
+    except ValueError as exc:
+        raise SystemExit(f"--ray-config: {exc}") from None
+    cluster = RayBackend(args.ray_address, args.weights, resolve_device(args.device), overrides)
+    cluster.connect()
+    return cluster
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse options, build the app and serve it."""
     from model_loaders.core.batching import Batchers
@@ -347,7 +386,9 @@ def main(argv: list[str] | None = None) -> None:
                                             args.vlm_timeout, args.vlm_concurrency)  # fmt: skip
         except ValueError as exc:
             raise SystemExit(f"--vlm-endpoint: {exc}") from None
-    ctx = make_context(args.weights, args.device, budget_bytes=budget, temp_cap_mb=args.temp_cap_mb, backends=[engines])
+    cluster = ray_backend(args)
+    ctx = make_context(args.weights, args.device, budget_bytes=budget, temp_cap_mb=args.temp_cap_mb,
+                       backends=[engines, cluster])  # fmt: skip
     ctx.options.update(queue_size=args.queue_size, long_jobs=args.long_jobs, demo=args.demo)
     ctx.options["on_demand_note"] = on_zero_gpu()
     ctx.batchers = Batchers(batch_size(args.batch_size, ctx.settings.device))

@@ -34,7 +34,8 @@ def status_markdown(ctx: AppContext) -> str:
         f"**Memory budget:** {_mb(ctx.cache.budget_bytes)} · **In use by models:** {_mb(ctx.cache.used_bytes())}",
     ]
     for backend in ctx.backends:
-        lines += [f"**Serving engine** {line}" for line in getattr(backend, "status_lines", list)()]
+        label = "" if getattr(backend, "name", "") == "ray" else "**Serving engine** "  # Ray's lines name themselves
+        lines += [f"{label}{line}" for line in getattr(backend, "status_lines", list)()]
     loaded = ctx.cache.snapshot()
     if not loaded:
         lines.append("**Loaded models:** none yet (models load on first use and stay cached).")

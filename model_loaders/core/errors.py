@@ -15,6 +15,7 @@ UnavailableKind = Literal[
     "out_of_memory",
     "load_failed",
     "engine",  # a serving engine that is down, slow, or answered with an error
+    "backend",  # the Ray Serve cluster: unreachable, no room for a deployment, a replica lost
 ]
 
 

@@ -206,6 +206,7 @@ def load(spec: ModelSpec, settings: LoadSettings) -> DepthBundle:
             processor = AutoImageProcessor.from_pretrained(spec.checkpoint, **pretrained_kwargs(spec))
     else:
         config, processor = offline_parts(spec, tiny=settings.weights == "tiny")
+        torch.manual_seed(0)  # the same random weights in every process (a Ray replica and the app agree)
         model = DepthAnythingForDepthEstimation(config).to(dtype)
     model.eval().to(settings.device)
     cfg = model.config

@@ -172,6 +172,7 @@ def load(spec: ModelSpec, settings: LoadSettings) -> DetectorBundle:
             model = model_cls.from_pretrained(spec.checkpoint, **pretrained_kwargs(spec), dtype=dtype)
     else:
         config, processor = offline_parts(spec, tiny=settings.weights == "tiny")
+        torch.manual_seed(0)  # the same random weights in every process (a Ray replica and the app agree)
         model = model_cls(config).to(dtype)
     model = model.to(settings.device).eval()
     names: tuple[str, ...] = ()

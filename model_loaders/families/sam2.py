@@ -172,17 +172,25 @@ class Sam2Bundle:
 
     def encode(self, image: np.ndarray, digest: str) -> ImageEmbedding:
         """Run the image encoder once on an (H, W, 3) RGB uint8 image."""
+        return self.encode_batch([image], [digest])[0]
+
+    def encode_batch(self, images: Sequence[np.ndarray], digests: Sequence[str]) -> list[ImageEmbedding]:
+        """Several images through the encoder in one pass (a serving replica batches concurrent
+        users' images); one embedding each, its time the pass's share."""
         import torch
 
         start = time.perf_counter()
-        if not image.flags.writeable:  # decoded images are read-only; torch.from_numpy warns on those
-            image = image.copy()
-        inputs = self.processor(images=image, device=self.device, return_tensors="pt")  # resized on the GPU there
+        # decoded images are read-only; torch.from_numpy warns on those
+        images = [image if image.flags.writeable else image.copy() for image in images]
+        inputs = self.processor(images=list(images), device=self.device, return_tensors="pt")  # resized on the GPU there
         pixel_values = inputs["pixel_values"].to(self.device, dtype=self.model.dtype)
         with torch.inference_mode():
             features = self.model.get_image_embeddings(pixel_values)
-        ms = (time.perf_counter() - start) * 1000.0
-        return ImageEmbedding(self.key, digest, list(features), (int(image.shape[0]), int(image.shape[1])), ms)
+        ms = (time.perf_counter() - start) * 1000.0 / len(images)
+        # A slice of a batch keeps the whole batch alive: each embedding gets its own copy.
+        own = (lambda f, i: f[i : i + 1].clone()) if len(images) > 1 else (lambda f, i: f)  # noqa: E731
+        return [ImageEmbedding(self.key, digest, [own(f, i) for f in features], (int(img.shape[0]), int(img.shape[1])), ms)
+                for i, (img, digest) in enumerate(zip(images, digests, strict=True))]  # fmt: skip
 
     def decode(
         self,
