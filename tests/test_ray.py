@@ -76,7 +76,7 @@ def test_a_later_click_sends_only_its_prompts(ray_ctx: Any, ctx: Any, cluster: R
     info = cluster.replica_info(spec)
     assert info["calls"]["encode_items"] - before == 1, "three clicks, one encoding on the cluster"
     assert remote.embeddings.nbytes == remote.image.array.nbytes  # the app holds the image, not the features
-    cluster.handle(spec).forget.remote().result()  # the replica evicts it: the next click encodes again, unseen
+    cluster.forget(spec)  # the replica evicts it: the next click encodes again, unseen
     ss.click(ray_ctx, remote, 100, 100, False, False, SAM)
     assert cluster.replica_info(spec)["calls"]["encode_items"] - before == 2 and remote.prediction is not None
 

@@ -391,6 +391,19 @@ def _unreachable(address: str | None) -> str:
     return ""
 
 
+def _result(response: Any) -> Any:
+    """A Serve response's value. Ray refuses a blocking wait in a thread that runs an event loop
+    (a test driving a browser, an async caller): there the wait happens in a helper thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return response.result(timeout_s=CALL_TIMEOUT_S)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="ray-wait") as pool:
+        return pool.submit(response.result, timeout_s=CALL_TIMEOUT_S).result()
+
+
 def _short(exc: BaseException, limit: int = 140) -> str:
     text = " ".join(str(exc).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -507,7 +520,7 @@ class RayBackend:
                 raise ModelUnavailable(spec.key, "backend", f"{spec.name} could not be deployed on the Ray cluster: {reason}.")
             time.sleep(0.25)
         handle = serve.get_app_handle(name)
-        self._info[spec.key] = handle.info.remote().result(timeout_s=CALL_TIMEOUT_S)
+        self._info[spec.key] = _result(handle.info.remote())
         return handle
 
     # calling
@@ -519,7 +532,7 @@ class RayBackend:
 
         for attempt in (1, 2):
             try:
-                return getattr(handle, method).remote(*args).result(timeout_s=CALL_TIMEOUT_S)
+                return _result(getattr(handle, method).remote(*args))
             except rex.RayTaskError as exc:
                 cause = getattr(exc, "cause", None)
                 if isinstance(cause, (InputError, ModelUnavailable)):
@@ -581,7 +594,11 @@ class RayBackend:
 
     def replica_info(self, spec: ModelSpec) -> dict[str, Any]:
         """One replica's counters (tests, benchmarks)."""
-        return self.handle(spec).info.remote().result(timeout_s=CALL_TIMEOUT_S)
+        return _result(self.handle(spec).info.remote())
+
+    def forget(self, spec: ModelSpec) -> None:
+        """Make a replica drop its embeddings (tests: a click after eviction)."""
+        _result(self.handle(spec).forget.remote())
 
     def shutdown(self) -> None:
         """Delete this app's deployments (the cluster stays)."""
