@@ -26,6 +26,8 @@ from model_loaders.tasks import depth as td
 from model_loaders.tasks import detect as tdet
 from model_loaders.tasks import segment_session as ss
 
+pytestmark = pytest.mark.ray  # `make test` runs these in a pytest process of their own
+
 CAT = {"path": str(app.ASSETS / "cat.jpg")}
 DEPTH, DETECT, OPEN, SAM = "depth-anything-v2-small", "rf-detr-nano", "owlv2-base", "sam2.1-hiera-tiny"
 
@@ -60,6 +62,10 @@ def test_depth_and_detect_through_ray_give_the_local_results(ray_ctx: Any, ctx: 
         assert len(a) == len(b) > 0, key
         np.testing.assert_allclose(a.xyxy, b.xyxy, atol=1e-3)
         np.testing.assert_allclose(a.confidence, b.confidence, atol=1e-5)
+    from model_loaders.tasks.concepts import segment_concepts  # SAM 3 by words, exemplar box included
+
+    a, b = (segment_concepts(c, CAT, "cat", [[100, 50, 300, 250]], 0.0) for c in (ray_ctx, ctx))
+    assert a["count"] == b["count"] > 0 and [i["score"] for i in a["instances"]] == [i["score"] for i in b["instances"]]
     assert ray_ctx.cache.snapshot() == []  # nothing loaded in the app's process
 
 

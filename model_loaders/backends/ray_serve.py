@@ -164,6 +164,7 @@ class ModelReplica:
         self.calls: Counter[str] = Counter()
         self.embeddings = EmbeddingCache(EMBEDDING_ITEMS, EMBEDDING_BYTES)
         self._lock = threading.Lock()  # the bundle runs one pass at a time
+        self._cache_lock = threading.Lock()  # the embedding cache: the event loop reads, encode threads write
         self.max_batch_size = max(1, int(max_batch_size))
 
     # The batched entry points (``_depth_batch``, ``_detect_batch``, ``_encode_batch``) are added by
@@ -199,13 +200,15 @@ class ModelReplica:
         """(DepthResult, timings) for one image; concurrent calls share a forward pass."""
         return await self._depth_batch(image)
 
-    async def detect(self, image: np.ndarray, classes: list[str] | None) -> Any:
-        """(Detections, timings); closed-set detectors batch concurrent calls, open-vocabulary ones run alone."""
+    async def detect(self, image: np.ndarray, classes: list[str] | None, boxes: list[Any] | None = None) -> Any:
+        """(Detections, timings); closed-set detectors batch concurrent calls, open-vocabulary ones
+        run alone (with SAM 3's exemplar ``boxes`` when given)."""
         if getattr(self.bundle, "open_vocabulary", False):
             timings = Timings()
             self.calls["forward"] += 1
             self.calls["forward_items"] += 1
-            det = await self._run(self.bundle.detect, image, timings, classes)
+            extra = {"boxes": boxes} if boxes else {}
+            det = await self._run(lambda: self.bundle.detect(image, timings, classes, **extra))
             return det, timings.as_dict()
         return await self._detect_batch(image)
 
@@ -214,20 +217,25 @@ class ModelReplica:
         self.calls["encode_items"] += len(items)
         out = []
         for embedding in self.bundle.encode_batch([img for img, _ in items], [d for _, d in items]):
-            self.embeddings.put(embedding)
+            with self._cache_lock:
+                self.embeddings.put(embedding)
             out.append((embedding.encode_ms, embedding.image_size))
         return out
 
     async def encode(self, image: np.ndarray, digest: str) -> tuple[float, tuple[int, int]]:
         """Encode an image (concurrent images together) and keep its embedding here: (ms, (h, w))."""
-        hit = self.embeddings.get(digest, self.key)
+        hit = self._held(digest)
         if hit is not None:
             return 0.0, hit.image_size
         return await self._encode_batch((image, digest))
 
+    def _held(self, digest: str) -> Any:
+        with self._cache_lock:
+            return self.embeddings.get(digest, self.key)
+
     async def decode(self, digest: str, points: list[Any], labels: list[int], box: Any, multimask: bool) -> Any:
         """Candidate masks for prompts on a kept embedding, or ``None`` when this replica does not hold it."""
-        embedding = self.embeddings.get(digest, self.key)
+        embedding = self._held(digest)
         if embedding is None:
             return None
         self.calls["decode"] += 1
@@ -235,7 +243,7 @@ class ModelReplica:
 
     async def decode_points(self, digest: str, points: list[Any]) -> Any:
         """Segment everything's batch of single-point prompts on a kept embedding (``None``: not held)."""
-        embedding = self.embeddings.get(digest, self.key)
+        embedding = self._held(digest)
         if embedding is None:
             return None
         self.calls["decode"] += 1
@@ -251,7 +259,8 @@ class ModelReplica:
 
     def forget(self) -> None:
         """Drop every kept embedding (tests: a click after eviction)."""
-        self.embeddings.clear()
+        with self._cache_lock:
+            self.embeddings.clear()
 
 
 def serve_deployment() -> Any:
@@ -322,9 +331,12 @@ class RemoteDetector(_Remote):
         self.open_vocabulary = bool(info.get("open_vocabulary"))
         self.class_names = tuple(info.get("class_names") or ())
 
-    def detect(self, image: np.ndarray, timings: Timings, classes: Sequence[str] | None = None) -> Any:
-        """Boxes for one image (closed-set: batched with other users' on the replica)."""
-        det, stages = self.call("detect", np.ascontiguousarray(image), list(classes) if classes else None)
+    def detect(self, image: np.ndarray, timings: Timings, classes: Sequence[str] | None = None,
+               boxes: Sequence[Any] = ()) -> Any:  # fmt: skip
+        """Boxes for one image (closed-set: batched with other users' on the replica; SAM 3 with its
+        exemplar ``boxes``)."""
+        det, stages = self.call("detect", np.ascontiguousarray(image), list(classes) if classes else None,
+                                [tuple(b) for b in boxes] or None)  # fmt: skip
         _merge(timings, stages)
         return det
 
