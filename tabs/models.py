@@ -34,8 +34,7 @@ def status_markdown(ctx: AppContext) -> str:
         f"**Memory budget:** {_mb(ctx.cache.budget_bytes)} · **In use by models:** {_mb(ctx.cache.used_bytes())}",
     ]
     for backend in ctx.backends:
-        label = "" if getattr(backend, "name", "") == "ray" else "**Serving engine** "  # Ray's lines name themselves
-        lines += [f"{label}{line}" for line in getattr(backend, "status_lines", list)()]
+        lines += getattr(backend, "status_lines", list)()  # each backend's lines name it
     loaded = ctx.cache.snapshot()
     if not loaded:
         lines.append("**Loaded models:** none yet (models load on first use and stay cached).")

@@ -410,7 +410,7 @@ class EngineBackend:
 
     def status_lines(self) -> list[str]:
         """One line per endpoint for the status panel."""
-        return [ep.status() for ep in self.endpoints]
+        return [f"**Serving engine** {ep.status()}" for ep in self.endpoints]
 
 
 def backend_from_settings(urls: Sequence[str], api_key: str = "", timeout_s: float = DEFAULT_TIMEOUT_S,

@@ -105,8 +105,14 @@ GEMINI25_PAPER = "https://arxiv.org/abs/2507.06261"
 SAM3_PAPER = "https://arxiv.org/abs/2511.16719"
 
 NC_NOTE = "Non-commercial use only."
-SAM_COMMERCIAL = ("SAM License: Meta's own terms (use, including commercial, under its conditions and "
+SAM_COMMERCIAL_NOTE = ("SAM License: Meta's own terms (use, including commercial, under its conditions and "
                   "acceptable-use rules); read it before shipping.")  # fmt: skip
+# What SAM 3's concept model and its click tracker share: one gated release, one licence.
+SAM3_RELEASE: dict[str, object] = {
+    "checkpoint": "facebook/sam3", "revision": None,
+    "revision_note": "No commit could be verified offline yet; loads the latest.",
+    "commercial": "conditions", "commercial_note": SAM_COMMERCIAL_NOTE, "gated": True, "paper": SAM3_PAPER,
+}
 GATED_NOTE = "Accept the terms on the model card and set HF_TOKEN."
 
 
@@ -345,14 +351,8 @@ _SPECS: list[ModelSpec] = [
         name="SAM 3",
         family="sam3",
         tasks=("detect", "track"),  # track: by words (the video model: detector + tracker)
-        checkpoint="facebook/sam3",
-        revision=None,
-        revision_note="No commit could be verified offline yet; loads the latest.",
         params_m=840.4,
-        commercial="conditions",
-        commercial_note=SAM_COMMERCIAL,
-        gated=True,
-        paper=SAM3_PAPER,
+        **SAM3_RELEASE,
         notes="Type concepts (e.g. book, mug): every instance comes back as a mask, in images and videos. "
         + GATED_NOTE,
     ),
@@ -362,14 +362,8 @@ _SPECS: list[ModelSpec] = [
         name="SAM 3 tracker (clicks)",
         family="sam3_tracker",
         tasks=("segment",),
-        checkpoint="facebook/sam3",
-        revision=None,
-        revision_note="No commit could be verified offline yet; loads the latest.",
         params_m=458.3,
-        commercial="conditions",
-        commercial_note=SAM_COMMERCIAL,
-        gated=True,
-        paper=SAM3_PAPER,
+        **SAM3_RELEASE,
         notes="SAM 2.1's clicks and boxes on SAM 3's image encoder (the tracker part of the SAM 3 release). "
         + GATED_NOTE,
     ),
