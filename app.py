@@ -11,6 +11,7 @@ import importlib.util
 import inspect
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="YAML",
         help="per-model replicas, autoscaling, GPU and CPU share and batch size for --backend ray (README: "
         "Ray Serve) (env VP_RAY_CONFIG)",
+    )
+    p.add_argument(
+        "--frontend-replicas",
+        type=int,
+        default=int(os.environ.get("VP_FRONTEND_REPLICAS", "0")),
+        metavar="N",
+        help="serve the app itself as a Ray Serve ingress with N replicas behind Serve's HTTP proxy on "
+        "--host/--port, each browser kept on one replica (needs --backend ray; 0 = one process, the "
+        "default) (env VP_FRONTEND_REPLICAS)",
     )
     p.add_argument(
         "--vlm-timeout",
@@ -360,17 +370,16 @@ def ray_backend(args: argparse.Namespace) -> Any:
     return cluster
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Parse options, build the app and serve it."""
+def setup(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The context and the built app for ``args``: everything serving needs but the server itself
+    (``main`` launches it; each Ray Serve front-end replica mounts it, see ``ray_frontend``)."""
     from model_loaders.core.batching import Batchers
     from model_loaders.core.gpu_time import on_zero_gpu
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_AUTOINSTALL", "False")
-    args = parse_args(argv)
     if args.mcp and importlib.util.find_spec("mcp") is None:
         raise SystemExit("--mcp needs the mcp extra: pip install 'vision-playground[mcp]'")
     if args.vlm_endpoint and importlib.util.find_spec("openai") is None:
@@ -398,6 +407,19 @@ def main(argv: list[str] | None = None) -> None:
         from tabs._presenter import warm
 
         warm(ctx)  # every tab's example is run before the first visitor arrives
+    return ctx, demo
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse options, build the app and serve it (or have Ray Serve serve its replicas)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    if args.frontend_replicas:
+        import ray_frontend
+
+        ray_frontend.serve_forever(args, sys.argv[1:] if argv is None else argv)
+        return
+    ctx, demo = setup(args)
     log.info("serving on http://%s:%s (weights=%s, device=%s)", args.host, args.port, args.weights, ctx.settings.device)
     demo.launch(**launch_options(args.host, args.port, args.mcp, ctx=ctx, demo=demo))
 

@@ -25,6 +25,8 @@ from model_loaders.core.registry import get_spec
 from model_loaders.tasks import depth as td
 from model_loaders.tasks import detect as tdet
 from model_loaders.tasks import segment_session as ss
+from tests.browsing import open_tab, pick_example, segment_click
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.ray  # `make test` runs these in a pytest process of their own
 
@@ -33,11 +35,18 @@ DEPTH, DETECT, OPEN, SAM = "depth-anything-v2-small", "rf-detr-nano", "owlv2-bas
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[RayBackend]:
+def http_port() -> int:
+    """Serve's HTTP proxy port (the front-end test's address)."""
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def cluster(http_port: int) -> Iterator[RayBackend]:
     import ray
     from ray import serve
 
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)  # logical CPUs: room for 4 small replicas
+    serve.start(http_options={"host": "127.0.0.1", "port": http_port})  # the backend's own start then joins it
     backend = RayBackend(None, "tiny", "cpu", {"default": {"num_cpus": 0.5}})
     assert backend.connect(), backend.error
     try:
@@ -150,3 +159,135 @@ def test_status_lists_deployments_and_the_config_file_is_checked(cluster: RayBac
     path.write_text("depth-anything-v2-small: {replicas: 2}\n")
     with pytest.raises(ValueError, match="unknown setting"):
         load_config(path)
+
+
+# --- the app itself as a Serve ingress with two replicas ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def frontend(cluster: RayBackend, http_port: int, tmp_path_factory: Any) -> Iterator[str]:
+    """``app.py --backend ray --frontend-replicas 2`` on the module's cluster; yields its URL."""
+    from ray import serve
+
+    from model_loaders.backends.ray_serve import frontend_config
+    from ray_frontend import FRONTEND_APP, frontend_app
+
+    config = tmp_path_factory.mktemp("frontend") / "serve.yaml"
+    config.write_text("default: {num_cpus: 0.5}\nfrontend: {num_cpus: 0.25}\n")
+    argv = ["--weights", "tiny", "--device", "cpu", "--backend", "ray", "--ray-config", str(config),
+            "--frontend-replicas", "2"]  # fmt: skip
+    serve.run(frontend_app(argv, frontend_config(load_config(config), 2)), name=FRONTEND_APP, route_prefix="/")
+    try:
+        yield f"http://127.0.0.1:{http_port}"
+    finally:
+        serve.delete(FRONTEND_APP)
+
+
+def _replica(url: str, cookies: Any) -> str:
+    """The front-end replica that answers a request carrying ``cookies``."""
+    import httpx
+
+    return httpx.get(f"{url}/health", cookies=cookies, timeout=30).headers["x-vp-frontend"]
+
+
+def _clients_on_each_replica(url: str) -> dict[str, Any]:
+    """One gradio_client session per front-end replica (each session keeps the cookie its first
+    request got; which replica that means is up to the hash, so sessions are opened until both are hit)."""
+    from gradio_client import Client
+
+    found: dict[str, Any] = {}
+    for _ in range(24):
+        c = Client(url, verbose=False)
+        seen = {_replica(url, c.cookies) for _ in range(4)}
+        assert len(seen) == 1, f"one session's requests reached {len(seen)} replicas"
+        found.setdefault(seen.pop(), c)
+        if len(found) == 2:
+            return found
+    pytest.fail(f"24 sessions all reached {list(found)}")
+
+
+def _without_timings(value: Any) -> Any:
+    """An endpoint's JSON without what differs between runs and places (times, where it ran, file paths)."""
+    if isinstance(value, dict):
+        return {k: _without_timings(v) for k, v in value.items() if k not in {"timings", "timing", "device"}}
+    if isinstance(value, list | tuple):
+        return [_without_timings(v) for v in value]
+    if isinstance(value, float):
+        return round(value, 3)
+    return value
+
+
+def test_two_front_end_replicas_keep_each_session_and_give_the_local_outputs(frontend: str, client: Any,
+                                                                            cluster: RayBackend) -> None:
+    import httpx
+    from gradio_client import handle_file
+
+    first = httpx.get(frontend, timeout=30)
+    assert first.status_code == 200 and first.cookies.get("vp_session") and first.headers["x-vp-frontend"]
+    again = httpx.get(f"{frontend}/health", cookies=first.cookies, timeout=30)
+    assert "set-cookie" not in again.headers, "a session keeps its routing cookie"
+
+    sessions = _clients_on_each_replica(frontend)
+    cat = handle_file(CAT["path"])
+    calls = [
+        ((cat, DEPTH), "/depth"),
+        ((cat, DETECT, 0.0, 0.7, ""), "/detect"),
+        ((cat, OPEN, 0.0, 0.7, "cat"), "/detect"),
+        ((cat, [[200, 150], [120, 200]], [1, 0], None, SAM, True), "/segment"),
+        ((cat, "detect", f"{DETECT}, {OPEN}", "cat", 0.3, ""), "/compare"),
+    ]
+    for replica, remote in sessions.items():
+        for args, endpoint in calls:
+            got, want = remote.predict(*args, api_name=endpoint), client.predict(*args, api_name=endpoint)
+            if endpoint == "/depth":  # downloads: the float32 map itself
+                floats = [np.load(next(f for f in files if f.endswith(".npy"))) for files in (got[0], want[0])]
+                np.testing.assert_allclose(*floats, atol=1e-4)
+                got, want = got[1], want[1]
+            elif endpoint in ("/detect", "/segment"):
+                got, want = got[0], want[0]  # the JSON (the overlay image is drawn from it)
+            assert _without_timings(got) == _without_timings(want), f"{endpoint} on front-end {replica}"
+        assert _replica(frontend, remote.cookies) == replica, "the session stayed on its replica"
+    status = "\n".join(cluster.status_lines())  # the Models tab's panel, in any front-end
+    assert "front-end: 2 running" in status and f"`{SAM}`: running" in status and "in flight: 0" in status
+
+
+@pytest.mark.browser
+def test_a_browser_stays_on_one_front_end_and_the_embeddings_are_shared(frontend: str, browser: Any,
+                                                                         cluster: RayBackend) -> None:  # fmt: skip
+    spec = get_spec(SAM)
+
+    def encodings() -> int:
+        return cluster.replica_info(spec)["calls"].get("encode_items", 0)
+
+    def session(avoid: str | None) -> tuple[Any, str, set[str]]:
+        """A browser whose routing cookie lands on a replica other than ``avoid``, opened on Segment."""
+        for _ in range(16):
+            context = browser.new_context(viewport={"width": 1400, "height": 1000})
+            context.request.get(f"{frontend}/health")  # the first answer sets the cookie
+            replica = context.request.get(f"{frontend}/health").headers["x-vp-frontend"]
+            if replica == avoid:
+                context.close()
+                continue
+            page = context.new_page()
+            page.set_default_timeout(60_000)
+            answered: set[str] = set()
+            page.on("response", lambda r, seen=answered: r.url.startswith(frontend)
+                    and seen.add(r.headers.get("x-vp-frontend", "?")))  # fmt: skip
+            page.goto(frontend)
+            open_tab(page, "Segment")
+            pick_example(page, "segment-examples")
+            return page, replica, answered
+        pytest.fail("16 browsers all landed on one front-end replica")
+
+    page, first, answered = session(None)
+    segment_click(page, 0.4, 0.4, points=1)
+    encoded = encodings()
+    segment_click(page, 0.6, 0.5, points=2)  # the session (two points) lives on this replica
+    assert encodings() == encoded and answered == {first}, "every request of the page reached one replica"
+
+    other, second, answered_other = session(first)
+    segment_click(other, 0.4, 0.4, points=1)
+    assert answered_other == {second} != {first}
+    assert encodings() == encoded, "another front-end's click on the same image used the cluster's embedding"
+    for p in (page, other):
+        p.context.close()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib
 import logging
 import threading
@@ -85,11 +86,13 @@ def default_config(spec: ModelSpec, device: str) -> DeploymentConfig:
 
 
 _FIELDS = {"num_replicas": int, "num_gpus": float, "num_cpus": float, "max_batch_size": int}
+FRONTEND = "frontend"  # the config file's entry for the app's own replicas (``--frontend-replicas``)
+FRONTEND_APP = "vision-playground"  # the Serve application of those replicas (``ray_frontend``)
 
 
 def load_config(path: str | Path | None) -> dict[str, dict[str, Any]]:
     """Per-model overrides from a YAML file: ``{model key or "default": {num_replicas, autoscaling,
-    num_gpus, num_cpus, max_batch_size}}``.
+    num_gpus, num_cpus, max_batch_size}}``, and ``frontend: {num_cpus}`` for the app's own replicas.
 
     Raises:
         ValueError: an unreadable file or an unknown setting (said at start-up, not at first use).
@@ -105,7 +108,8 @@ def load_config(path: str | Path | None) -> dict[str, dict[str, Any]]:
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         raise ValueError(f"Ray Serve config {path}: a mapping of model key -> settings.")
     for key, settings in data.items():
-        unknown = set(settings) - {*_FIELDS, "autoscaling"}
+        allowed = {"num_cpus"} if key == FRONTEND else {*_FIELDS, "autoscaling"}
+        unknown = set(settings) - allowed
         if unknown:
             raise ValueError(f"Ray Serve config {path}: {key}: unknown setting(s) {', '.join(sorted(unknown))}.")
     return {str(k): dict(v) for k, v in data.items()}
@@ -120,6 +124,15 @@ def config_for(overrides: dict[str, dict[str, Any]], spec: ModelSpec, device: st
         num_gpus=float(merged["num_gpus"]), num_cpus=float(merged["num_cpus"]),
         max_batch_size=max(1, int(merged["max_batch_size"])),
     )  # fmt: skip
+
+
+def frontend_config(overrides: dict[str, dict[str, Any]], replicas: int) -> DeploymentConfig:
+    """The front-end's replicas: ``--frontend-replicas`` of them, half a CPU each (they mostly wait on
+    the models) unless the file's ``frontend`` entry says otherwise. A fixed count, not autoscaled:
+    a change in the count moves some browsers to another replica, where their session is unknown."""
+    if replicas < 1:
+        raise ValueError("--frontend-replicas is at least 1.")
+    return DeploymentConfig(num_replicas=replicas, num_cpus=float(overrides.get(FRONTEND, {}).get("num_cpus", 0.5)))
 
 
 # --- the replica (runs on the cluster) --------------------------------------------------------
@@ -143,6 +156,20 @@ def _grouped(inputs: list[Any], forward: Any) -> list[Any]:
     return out
 
 
+def _in_flight(method: Any) -> Any:
+    """Count a replica's requests while they wait or run (its queue, in the status panel)."""
+
+    @functools.wraps(method)
+    async def counted(self: ModelReplica, *args: Any) -> Any:
+        self.in_flight += 1
+        try:
+            return await method(self, *args)
+        finally:
+            self.in_flight -= 1
+
+    return counted
+
+
 class ModelReplica:
     """One model on one replica: the family adapter's bundle, batched entry points, the embedding cache.
 
@@ -160,8 +187,9 @@ class ModelReplica:
         started = time.perf_counter()
         self.bundle = module.load(spec, LoadSettings(weights, device))  # type: ignore[arg-type]
         self.load_ms = (time.perf_counter() - started) * 1000.0
-        self.key, self.device = key, device
+        self.key, self.weights, self.device = key, weights, device
         self.calls: Counter[str] = Counter()
+        self.in_flight = 0
         self.embeddings = EmbeddingCache(EMBEDDING_ITEMS, EMBEDDING_BYTES)
         self._lock = threading.Lock()  # the bundle runs one pass at a time
         self._cache_lock = threading.Lock()  # the embedding cache: the event loop reads, encode threads write
@@ -196,10 +224,12 @@ class ModelReplica:
         return [(self.bundle.finish(o, img.shape[:2], t), t.as_dict())
                 for o, img, t in zip(outputs, images, timings, strict=True)]  # fmt: skip
 
+    @_in_flight
     async def estimate(self, image: np.ndarray) -> Any:
         """(DepthResult, timings) for one image; concurrent calls share a forward pass."""
         return await self._depth_batch(image)
 
+    @_in_flight
     async def detect(self, image: np.ndarray, classes: list[str] | None, boxes: list[Any] | None = None) -> Any:
         """(Detections, timings); closed-set detectors batch concurrent calls, open-vocabulary ones
         run alone (with SAM 3's exemplar ``boxes`` when given)."""
@@ -222,6 +252,7 @@ class ModelReplica:
             out.append((embedding.encode_ms, embedding.image_size))
         return out
 
+    @_in_flight
     async def encode(self, image: np.ndarray, digest: str) -> tuple[float, tuple[int, int]]:
         """Encode an image (concurrent images together) and keep its embedding here: (ms, (h, w))."""
         hit = self._held(digest)
@@ -233,6 +264,7 @@ class ModelReplica:
         with self._cache_lock:
             return self.embeddings.get(digest, self.key)
 
+    @_in_flight
     async def decode(self, digest: str, points: list[Any], labels: list[int], box: Any, multimask: bool) -> Any:
         """Candidate masks for prompts on a kept embedding, or ``None`` when this replica does not hold it."""
         embedding = self._held(digest)
@@ -241,6 +273,7 @@ class ModelReplica:
         self.calls["decode"] += 1
         return await self._run(self.bundle.decode, embedding, points, labels, box, multimask)
 
+    @_in_flight
     async def decode_points(self, digest: str, points: list[Any]) -> Any:
         """Segment everything's batch of single-point prompts on a kept embedding (``None``: not held)."""
         embedding = self._held(digest)
@@ -253,7 +286,8 @@ class ModelReplica:
         """Calls so far, cached embeddings, the replica's process id (tests and the status panel)."""
         import os
 
-        return {"calls": dict(self.calls), "embeddings": len(self.embeddings), "pid": os.getpid(),
+        return {"calls": dict(self.calls), "embeddings": len(self.embeddings), "pid": os.getpid(), "in_flight": self.in_flight,
+                "weights": self.weights, "device": self.device,
                 "open_vocabulary": bool(getattr(self.bundle, "open_vocabulary", False)),
                 "class_names": tuple(getattr(self.bundle, "class_names", ()) or ()), "load_ms": self.load_ms}  # fmt: skip
 
@@ -385,7 +419,7 @@ def _merge(timings: Timings, stages: dict[str, Any]) -> None:
 CONNECT_TIMEOUT_S = 3.0
 
 
-def _unreachable(address: str | None) -> str:
+def unreachable(address: str | None) -> str:
     """Why ``address`` (``host:port`` or ``ray://host:port``) does not answer a TCP connect in
     `CONNECT_TIMEOUT_S`, or "" (also for no address and "auto"). Ray itself waits minutes."""
     import socket
@@ -403,17 +437,26 @@ def _unreachable(address: str | None) -> str:
     return ""
 
 
-def _result(response: Any) -> Any:
+def _result(response: Any, timeout_s: float = CALL_TIMEOUT_S) -> Any:
     """A Serve response's value. Ray refuses a blocking wait in a thread that runs an event loop
     (a test driving a browser, an async caller): there the wait happens in a helper thread."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return response.result(timeout_s=CALL_TIMEOUT_S)
+        return response.result(timeout_s=timeout_s)
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(1, thread_name_prefix="ray-wait") as pool:
-        return pool.submit(response.result, timeout_s=CALL_TIMEOUT_S).result()
+        return pool.submit(response.result, timeout_s=timeout_s).result()
+
+
+def _replicas(app: Any) -> str:
+    """A Serve application's replicas by state: "2 running, 1 starting"."""
+    states: Counter[str] = Counter()
+    for dep in app.deployments.values():
+        for state, n in dep.replica_states.items():
+            states[str(state).split(".")[-1].lower()] += n
+    return ", ".join(f"{n} {state}" for state, n in states.items()) or "none"
 
 
 def _short(exc: BaseException, limit: int = 140) -> str:
@@ -445,9 +488,9 @@ class RayBackend:
         with self._lock:
             if self._connected:
                 return True
-            unreachable = _unreachable(self.address)
-            if unreachable:
-                self.error = f"Ray cluster {self.address} unreachable: {unreachable}"
+            problem = unreachable(self.address)
+            if problem:
+                self.error = f"Ray cluster {self.address} unreachable: {problem}"
                 log.warning("ray backend: %s", self.error)
                 return False
             try:
@@ -501,11 +544,30 @@ class RayBackend:
             self._handles[spec.key] = self._deploy(spec)
             return self._handles[spec.key]
 
+    def _running(self, spec: ModelSpec) -> Any:
+        """The handle of ``spec``'s app when it already runs with this app's weights and device (deployed
+        by another front-end replica or an earlier run: its replicas and embeddings are kept), else None."""
+        from ray import serve
+
+        name = self.app_name(spec)
+        status = serve.status().applications.get(name)
+        if not str(getattr(status, "status", "")).endswith("RUNNING"):
+            return None
+        handle = serve.get_app_handle(name)
+        info = _result(handle.info.remote())
+        if (info.get("weights"), info.get("device")) != (self.weights, self.device):
+            return None  # deployed with other weights: replaced below
+        self._info[spec.key] = info
+        return handle
+
     def _deploy(self, spec: ModelSpec) -> Any:
         from ray import serve
 
-        config = config_for(self.overrides, spec, self.device)
+        running = self._running(spec)
+        if running is not None:
+            return running
         name = self.app_name(spec)
+        config = config_for(self.overrides, spec, self.device)
         app = serve_deployment().options(**config.options(name)).bind(spec.key, self.weights, self.device,
                                                                       config.max_batch_size)  # fmt: skip
         failed: list[BaseException] = []
@@ -583,26 +645,41 @@ class RayBackend:
     # state
 
     def status_lines(self) -> list[str]:
-        """The cluster and each deployment's replicas and queue, for the Models tab's status panel."""
+        """The cluster, the app's front-end replicas when it runs on Serve, and every model deployment
+        on the cluster (this process's and other front-ends'): replicas and requests in flight."""
         where = self.address or "local cluster"
         if not self._connected:
             return [f"**Ray Serve** {where}: {self.error or 'not connected yet (connects on first use)'}"]
-        lines = [f"**Ray Serve** {where}: {len(self._handles)} deployment(s)"]
         try:
             from ray import serve
 
             apps = serve.status().applications
         except Exception as exc:  # noqa: BLE001 - the panel says the cluster went away
             return [f"**Ray Serve** {where}: unreachable ({_short(exc)})"]
-        for key in sorted(self._handles):
+        models = sorted(name.removeprefix(APP_PREFIX) for name in apps if name.startswith(APP_PREFIX))
+        lines = [f"**Ray Serve** {where}: {len(models)} model deployment(s)"]
+        if FRONTEND_APP in apps:
+            lines.append(f"- front-end: {_replicas(apps[FRONTEND_APP])}")
+        for key in sorted({*models, *self._handles}):
             app = apps.get(f"{APP_PREFIX}{key}")
             if app is None:
                 lines.append(f"- `{key}`: gone (it will be deployed again on next use)")
                 continue
-            for dep in app.deployments.values():
-                replicas = ", ".join(f"{n} {str(s).split('.')[-1].lower()}" for s, n in dep.replica_states.items())
-                lines.append(f"- `{key}`: {str(app.status).split('.')[-1].lower()} · replicas: {replicas or 'none'}")
+            state = str(app.status).split(".")[-1].lower()
+            lines.append(f"- `{key}`: {state} · replicas: {_replicas(app)}{self._queue(key, state)}")
         return lines
+
+    def _queue(self, key: str, state: str) -> str:
+        """" · N in flight" on the replica that answers a quick ask, or "" when none does in 2 s."""
+        if state != "running":
+            return ""
+        try:
+            from ray import serve
+
+            info = _result(serve.get_app_handle(f"{APP_PREFIX}{key}").info.remote(), timeout_s=2.0)
+        except Exception:  # noqa: BLE001 - busy or gone: the replica line says enough
+            return ""
+        return f" · in flight: {info.get('in_flight', 0)} · embeddings: {info.get('embeddings', 0)}"
 
     def replica_info(self, spec: ModelSpec) -> dict[str, Any]:
         """One replica's counters (tests, benchmarks)."""
