@@ -415,6 +415,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     if args.frontend_replicas:
+        if args.backend != "ray":
+            raise SystemExit("--frontend-replicas needs --backend ray: the front-end replicas share the models on Ray Serve")
+        if importlib.util.find_spec("ray") is None:
+            raise SystemExit("--frontend-replicas needs the ray extra: pip install 'vision-playground[ray]'")
         import ray_frontend
 
         ray_frontend.serve_forever(args, sys.argv[1:] if argv is None else argv)

@@ -159,8 +159,6 @@ def frontend_app(argv: list[str], config: Any) -> Any:
 
 def serve_forever(args: argparse.Namespace, argv: list[str]) -> None:
     """Start (or join) the cluster, serve the front-end on ``--host``/``--port`` and wait."""
-    if args.backend != "ray":
-        raise SystemExit("--frontend-replicas needs --backend ray: front-end replicas share the models on Ray Serve")
     import ray
     from ray import serve
 

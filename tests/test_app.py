@@ -145,6 +145,10 @@ def test_cli_options_and_env_equivalents(monkeypatch):
     assert app.parse_args([]).weights == "hub", "real checkpoints are the default"
     with pytest.raises(SystemExit):
         app.parse_args(["--weights", "pickle"])
+    monkeypatch.setenv("VP_FRONTEND_REPLICAS", "2")
+    assert app.parse_args([]).frontend_replicas == 2
+    with pytest.raises(SystemExit, match="needs --backend ray"):  # replicas each loading every model: refused
+        app.main(["--weights", "tiny", "--frontend-replicas", "2"])
 
 
 def test_launch_options_are_the_safe_ones():

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import app
-from model_loaders.backends.ray_serve import RayBackend, config_for, load_config
+from model_loaders.backends.ray_serve import RayBackend, config_for, frontend_config, load_config
 from model_loaders.core.errors import ModelUnavailable
 from model_loaders.core.registry import get_spec
 from model_loaders.tasks import depth as td
@@ -94,6 +94,28 @@ def test_a_later_click_sends_only_its_prompts(ray_ctx: Any, ctx: Any, cluster: R
     cluster.forget(spec)  # the replica evicts it: the next click encodes again, unseen
     ss.click(ray_ctx, remote, 100, 100, False, False, SAM)
     assert cluster.replica_info(spec)["calls"]["encode_items"] - before == 2 and remote.prediction is not None
+    assert cluster.encoded_again[SAM] == 1
+
+
+def test_with_two_sam_replicas_each_image_stays_on_the_replica_that_encoded_it(cluster: RayBackend, ctx: Any) -> None:
+    key = "sam2.1-hiera-small"
+    two = RayBackend(None, "tiny", "cpu", {"default": {"num_cpus": 0.25}, key: {"num_replicas": 2}})
+    assert two.connect()
+    ray_ctx = app.make_context("tiny", "cpu", backends=[two])
+    images = [CAT, *({"path": str(p)} for p in sorted(app.ASSETS.glob("*.jpg")) if p.name != "cat.jpg")][:4]
+    assert len(images) >= 3
+    try:
+        for image in images:
+            remote, local = ss.set_image(ray_ctx, ss.SegmentSession(), image), ss.set_image(ctx, ss.SegmentSession(), image)
+            for fx, fy in ((0.5, 0.5), (0.3, 0.6), (0.7, 0.4), (0.2, 0.2)):
+                x, y = fx * local.image.array.shape[1], fy * local.image.array.shape[0]
+                ss.click(ray_ctx, remote, x, y, False, True, key)
+                ss.click(ctx, local, x, y, False, True, key)
+                np.testing.assert_allclose(remote.prediction.scores, local.prediction.scores, atol=1e-4)
+        # 16 clicks on 4 images over 2 replicas: sent anywhere, about half would miss the embedding
+        assert two.encoded_again[key] == 0, "every click reached the replica holding its image"
+    finally:
+        two.shutdown()
 
 
 def test_concurrent_requests_share_forward_passes(ray_ctx: Any, cluster: RayBackend) -> None:
@@ -159,6 +181,11 @@ def test_status_lists_deployments_and_the_config_file_is_checked(cluster: RayBac
     path.write_text("depth-anything-v2-small: {replicas: 2}\n")
     with pytest.raises(ValueError, match="unknown setting"):
         load_config(path)
+    path.write_text("frontend: {num_cpus: 1}\n")
+    assert frontend_config(load_config(path), 3).options("frontend")["ray_actor_options"]["num_cpus"] == 1.0
+    path.write_text("frontend: {autoscaling: {max_replicas: 4}}\n")  # a new count would move sessions
+    with pytest.raises(ValueError, match="unknown setting"):
+        load_config(path)
 
 
 # --- the app itself as a Serve ingress with two replicas ---------------------------------------
@@ -169,7 +196,6 @@ def frontend(cluster: RayBackend, http_port: int, tmp_path_factory: Any) -> Iter
     """``app.py --backend ray --frontend-replicas 2`` on the module's cluster; yields its URL."""
     from ray import serve
 
-    from model_loaders.backends.ray_serve import frontend_config
     from ray_frontend import FRONTEND_APP, frontend_app
 
     config = tmp_path_factory.mktemp("frontend") / "serve.yaml"
@@ -283,11 +309,12 @@ def test_a_browser_stays_on_one_front_end_and_the_embeddings_are_shared(frontend
     segment_click(page, 0.4, 0.4, points=1)
     encoded = encodings()
     segment_click(page, 0.6, 0.5, points=2)  # the session (two points) lives on this replica
-    assert encodings() == encoded and answered == {first}, "every request of the page reached one replica"
+    assert answered == {first}, f"every request of the page reached one replica, not {answered} (cookie's: {first})"
+    assert encodings() == encoded, "a later click did not encode again"
 
     other, second, answered_other = session(first)
     segment_click(other, 0.4, 0.4, points=1)
-    assert answered_other == {second} != {first}
+    assert answered_other == {second} != {first}, f"{answered_other} (cookie's: {second}; first browser's: {first})"
     assert encodings() == encoded, "another front-end's click on the same image used the cluster's embedding"
     for p in (page, other):
         p.context.close()

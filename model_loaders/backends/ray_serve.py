@@ -67,9 +67,17 @@ class DeploymentConfig:
     num_cpus: float = 1.0
     max_batch_size: int = MAX_BATCH
 
-    def options(self, name: str) -> dict[str, Any]:
-        """``Deployment.options`` for this config."""
-        opts: dict[str, Any] = {"name": name, "ray_actor_options": {"num_gpus": self.num_gpus, "num_cpus": self.num_cpus}}
+    def options(self, name: str, by_image: bool = False) -> dict[str, Any]:
+        """``Deployment.options`` for this config. A replica takes two batches' worth of requests at
+        once (Serve's default of 5 would cap every batch at 5). ``by_image``: requests carrying an
+        image digest as their session go to the replica that holds that image's embedding
+        (consistent hashing; a busy replica hands over to the next one, which encodes again)."""
+        opts: dict[str, Any] = {"name": name, "ray_actor_options": {"num_gpus": self.num_gpus, "num_cpus": self.num_cpus},
+                                "max_ongoing_requests": max(2 * self.max_batch_size, 8)}  # fmt: skip
+        if by_image:
+            from ray.serve.config import RequestRouterConfig
+
+            opts["request_router_config"] = RequestRouterConfig(request_router_class=IMAGE_ROUTER)
         if self.autoscaling:
             opts["autoscaling_config"] = dict(self.autoscaling)
         else:
@@ -88,6 +96,7 @@ def default_config(spec: ModelSpec, device: str) -> DeploymentConfig:
 _FIELDS = {"num_replicas": int, "num_gpus": float, "num_cpus": float, "max_batch_size": int}
 FRONTEND = "frontend"  # the config file's entry for the app's own replicas (``--frontend-replicas``)
 FRONTEND_APP = "vision-playground"  # the Serve application of those replicas (``ray_frontend``)
+IMAGE_ROUTER = "ray.serve.experimental.consistent_hash_router.ConsistentHashRouter"
 
 
 def load_config(path: str | Path | None) -> dict[str, dict[str, Any]]:
@@ -264,19 +273,30 @@ class ModelReplica:
         with self._cache_lock:
             return self.embeddings.get(digest, self.key)
 
-    @_in_flight
-    async def decode(self, digest: str, points: list[Any], labels: list[int], box: Any, multimask: bool) -> Any:
-        """Candidate masks for prompts on a kept embedding, or ``None`` when this replica does not hold it."""
+    async def _embedding(self, digest: str, image: np.ndarray | None) -> Any:
+        """The kept embedding of ``digest``; when it is not here and the ``image`` came along, encoded
+        now, so that encoding and decoding happen on the same replica."""
         embedding = self._held(digest)
+        if embedding is None and image is not None:
+            await self._encode_batch((image, digest))
+            embedding = self._held(digest)
+        return embedding
+
+    @_in_flight
+    async def decode(self, digest: str, points: list[Any], labels: list[int], box: Any, multimask: bool,
+                     image: np.ndarray | None = None) -> Any:  # fmt: skip
+        """Candidate masks for prompts on a kept embedding, or ``None`` when this replica does not hold
+        it (and no ``image`` came to encode it again)."""
+        embedding = await self._embedding(digest, image)
         if embedding is None:
             return None
         self.calls["decode"] += 1
         return await self._run(self.bundle.decode, embedding, points, labels, box, multimask)
 
     @_in_flight
-    async def decode_points(self, digest: str, points: list[Any]) -> Any:
+    async def decode_points(self, digest: str, points: list[Any], image: np.ndarray | None = None) -> Any:
         """Segment everything's batch of single-point prompts on a kept embedding (``None``: not held)."""
-        embedding = self._held(digest)
+        embedding = await self._embedding(digest, image)
         if embedding is None:
             return None
         self.calls["decode"] += 1
@@ -343,8 +363,10 @@ class _Remote:
     def __init__(self, backend: RayBackend, spec: ModelSpec, handle: Any) -> None:
         self.backend, self.spec, self.handle = backend, spec, handle
 
-    def call(self, method: str, *args: Any, retry: bool = True) -> Any:
-        return self.backend.call(self.spec, self.handle, method, *args, retry=retry)
+    def call(self, method: str, *args: Any, retry: bool = True, route: str | None = None) -> Any:
+        """``method(*args)`` on a replica; with ``route`` (an image digest) on the one that holds it."""
+        handle = self.handle if route is None else self.handle.options(session_id=route)
+        return self.backend.call(self.spec, handle, method, *args, retry=retry)
 
 
 class RemoteDepth(_Remote):
@@ -381,17 +403,17 @@ class RemoteSegmenter(_Remote):
     def encode(self, image: np.ndarray, digest: str) -> RemoteImageEmbedding:
         """Encode on the cluster; returns a reference (the image kept for a transparent re-encode)."""
         image = np.ascontiguousarray(image)
-        ms, size = self.call("encode", image, digest)
+        ms, size = self.call("encode", image, digest, route=digest)
         return RemoteImageEmbedding(self.spec.key, digest, [], (int(size[0]), int(size[1])), ms, image=image)
 
     def _held(self, embedding: ImageEmbedding, method: str, *args: Any) -> Any:
-        found = self.call(method, embedding.digest, *args)
-        if found is None:  # evicted, or another replica answered: encode again from the image
+        found = self.call(method, embedding.digest, *args, route=embedding.digest)
+        if found is None:  # evicted, or another replica answered: the same call with the image to encode
             image = getattr(embedding, "image", None)
             if image is None:
                 raise ModelUnavailable(self.spec.key, "backend", "The image's embedding is gone: upload the image again.")
-            self.call("encode", image, embedding.digest)
-            found = self.call(method, embedding.digest, *args)
+            self.backend.encoded_again[self.spec.key] += 1
+            found = self.call(method, embedding.digest, *args, image, route=embedding.digest)
             if found is None:
                 raise ModelUnavailable(self.spec.key, "backend", f"{self.spec.name} on the Ray cluster lost the image.")
         return found
@@ -476,6 +498,7 @@ class RayBackend:
     error: str = ""
     _handles: dict[str, Any] = field(default_factory=dict, repr=False)
     _info: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+    encoded_again: Counter[str] = field(default_factory=Counter, repr=False)  # clicks whose embedding was gone
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _key_locks: dict[str, threading.Lock] = field(default_factory=dict, repr=False)
     _connected: bool = False
@@ -568,7 +591,8 @@ class RayBackend:
             return running
         name = self.app_name(spec)
         config = config_for(self.overrides, spec, self.device)
-        app = serve_deployment().options(**config.options(name)).bind(spec.key, self.weights, self.device,
+        by_image = "segment" in spec.tasks  # a click goes where its image's embedding is
+        app = serve_deployment().options(**config.options(name, by_image)).bind(spec.key, self.weights, self.device,
                                                                       config.max_batch_size)  # fmt: skip
         failed: list[BaseException] = []
 
