@@ -173,8 +173,8 @@ def serve_forever(args: argparse.Namespace, argv: list[str]) -> None:
     ray.init(address=args.ray_address, **kwargs) if args.ray_address else ray.init(**kwargs)
     serve.start(http_options={"host": args.host, "port": args.port})
     serve.run(frontend_app(argv, config), name=FRONTEND_APP, route_prefix="/")
-    log.info("serving on http://%s:%s: %s front-end replica(s) on Ray Serve (weights=%s)", args.host, args.port,
-             config.autoscaling or config.num_replicas, args.weights)  # fmt: skip
+    log.info("serving on http://%s:%s: %d front-end replica(s) on Ray Serve (weights=%s)", args.host, args.port,
+             config.num_replicas, args.weights)  # fmt: skip
     try:
         while True:
             time.sleep(3600)
