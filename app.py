@@ -31,6 +31,7 @@ WEIGHTS = ("hub", "random", "tiny")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 QUEUE_SIZE = 16
 ZERO_GPU_BUDGET = 44 * 2**30  # a ZeroGPU "large" slice has 48 GB; the rest is working room
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 OUTPUTS_FOLDER = "vision-playground-outputs"  # inside Gradio's upload folder: files are served, not copied
 
 
@@ -412,7 +413,7 @@ def setup(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     """Parse options, build the app and serve it (or have Ray Serve serve its replicas)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     args = parse_args(argv)
     if args.frontend_replicas:
         if args.backend != "ray":

@@ -124,7 +124,7 @@ def build_asgi(argv: list[str]) -> Any:
 
     import app as vp
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=vp.LOG_FORMAT)
     args = vp.parse_args(argv)
     ctx, demo = vp.setup(args)
     options = vp.launch_options(args.host, args.port, args.mcp, ctx=ctx, demo=demo)
